@@ -1,0 +1,1 @@
+//! Wire types shared by the condo host and its guest agent.

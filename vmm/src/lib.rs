@@ -1,0 +1,1 @@
+//! condo's virtual machine monitor: KVM setup, guest memory, vCPUs, devices and boot.
