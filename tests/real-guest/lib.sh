@@ -1,0 +1,101 @@
+# Helpers for real-guest tests. Sourced by tests/real-guest/<name>.sh:
+#     . "$(dirname "$0")/lib.sh"
+# Written for POSIX sh: inside the emulated KVM host only busybox is there.
+#
+# Env (set by scripts/real-guest-tests): CONDO_BIN_DIR (static condo, condo-agent,
+# condo-runtime), CONDO_KERNEL_DIR (vmlinux, bzImage, config), CONDO_TEST_TMP (scratch dir).
+# Exit status of a test: 0 PASS, 77 SKIP (say why), anything else FAIL.
+
+TEST_NAME=$(basename "$0" .sh)
+
+pass() { echo "$TEST_NAME: PASS${1:+: $*}"; exit 0; }
+skip() { echo "$TEST_NAME: SKIP: $*"; exit 77; }
+fail() { echo "$TEST_NAME: FAIL: $*"; exit 1; }
+note() { echo "$TEST_NAME: $*"; }
+
+: "${CONDO_TEST_TMP:?CONDO_TEST_TMP must name a scratch directory}"
+: "${CONDO_KERNEL_DIR:?CONDO_KERNEL_DIR must name the guest kernel directory}"
+CONDO_BIN_DIR=${CONDO_BIN_DIR:-}
+mkdir -p "$CONDO_TEST_TMP"
+
+# A usable /dev/kvm is the one thing every real-guest test needs.
+require_kvm() {
+    [ -c /dev/kvm ] || skip "no /dev/kvm here (run through scripts/real-guest-tests)"
+    [ -r /dev/kvm ] && [ -w /dev/kvm ] || skip "/dev/kvm is not readable and writable by $(id -un)"
+}
+
+# A pure cgroup v2 hierarchy at /sys/fs/cgroup (busybox `stat -f` cannot tell, /proc/mounts can).
+require_cgroup2() {
+    awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { found = 1 } END { exit !found }' \
+        /proc/mounts || skip "no cgroup2 hierarchy mounted at /sys/fs/cgroup"
+}
+
+# Path of a static busybox to put into guest initramfs images.
+static_busybox() {
+    for b in /bin/busybox /usr/bin/busybox; do
+        [ -x "$b" ] && { echo "$b"; return 0; }
+    done
+    fail "no busybox to build the guest initramfs (install busybox-static)"
+}
+
+# make_initramfs OUT INIT_SCRIPT [SRC:DEST]...
+#   Builds a gzip'd newc cpio at OUT: busybox (applets linked at boot), INIT_SCRIPT as /init,
+#   and each SRC copied to DEST inside the image.
+make_initramfs() {
+    out=$1 init=$2
+    shift 2
+    [ -f "$init" ] || fail "make_initramfs: init script '$init' does not exist"
+    stage=$(mktemp -d "$CONDO_TEST_TMP/initramfs.XXXXXX")
+    mkdir -p "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin" \
+        "$stage/proc" "$stage/sys" "$stage/dev" "$stage/tmp" "$stage/run" "$stage/etc"
+    cp "$(static_busybox)" "$stage/bin/busybox"
+    cp "$init" "$stage/init"
+    chmod 755 "$stage/init"
+    for spec in "$@"; do
+        src=${spec%%:*} dest=${spec#*:}
+        [ -e "$src" ] || fail "make_initramfs: '$src' does not exist"
+        mkdir -p "$stage$(dirname "$dest")"
+        cp -r "$src" "$stage$dest"
+    done
+    (cd "$stage" && find . | cpio -o -H newc 2>/dev/null) | gzip -1 >"$out" ||
+        fail "make_initramfs: could not write $out"
+    rm -rf "$stage"
+}
+
+# True when $CONDO_BIN_DIR/condo exists and knows `vm run`.
+condo_can_boot() {
+    [ -n "$CONDO_BIN_DIR" ] && [ -x "$CONDO_BIN_DIR/condo" ] &&
+        "$CONDO_BIN_DIR/condo" vm run --help >/dev/null 2>&1
+}
+
+# boot_guest LOG TIMEOUT INITRD CMDLINE VCPUS MEMORY_MIB
+#   Boots CONDO_KERNEL_DIR's kernel with INITRD under condo's VMM (or QEMU microvm as the
+#   stand-in while condo cannot boot), console to LOG. Returns the VMM's exit status; 124 when
+#   TIMEOUT seconds passed. GUEST_VMM names the VMM that was used.
+boot_guest() {
+    log=$1 secs=$2 initrd=$3 cmdline=$4 vcpus=$5 mem=$6
+    if condo_can_boot; then
+        GUEST_VMM=condo
+        set -- "$CONDO_BIN_DIR/condo" vm run --kernel "$CONDO_KERNEL_DIR/vmlinux" \
+            --initrd "$initrd" --cmdline "$cmdline" --vcpus "$vcpus" --memory "$mem" \
+            --console "$log"
+    elif command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        GUEST_VMM=qemu-microvm
+        set -- qemu-system-x86_64 -M microvm,acpi=off -enable-kvm -cpu host \
+            -smp "$vcpus" -m "$mem" -nodefaults -no-user-config -display none -no-reboot \
+            -device i8042 -serial "file:$log" \
+            -kernel "$CONDO_KERNEL_DIR/bzImage" -initrd "$initrd" -append "$cmdline"
+    else
+        skip "no guest VMM: condo cannot boot yet ($CONDO_BIN_DIR/condo vm run) and no qemu-system-x86_64"
+    fi
+    : >"$log"
+    note "booting the guest with $GUEST_VMM (timeout ${secs}s)"
+    timeout -s KILL "$secs" "$@" </dev/null >"$log.vmm" 2>&1
+    rc=$?
+    # timeout -s KILL reports the kill as 128+9 (busybox) or 124/137 (coreutils).
+    case $rc in 124 | 137) rc=124 ;; esac
+    return $rc
+}
+
+# Seconds since boot of the machine running the test, centisecond resolution (busybox has no %N).
+uptime_seconds() { cut -d' ' -f1 /proc/uptime; }
