@@ -22,6 +22,8 @@ mkdir -p "$CONDO_TEST_TMP"
 require_kvm() {
     [ -c /dev/kvm ] || skip "no /dev/kvm here (run through scripts/real-guest-tests)"
     [ -r /dev/kvm ] && [ -w /dev/kvm ] || skip "/dev/kvm is not readable and writable by $(id -un)"
+    # PVM's KVM cannot boot stock kernels (see scripts/real-guest-tests for where tests run).
+    [ ! -d /sys/module/kvm_pvm ] || skip "/dev/kvm is PVM, which cannot boot a stock kernel (run through scripts/real-guest-tests)"
 }
 
 # A pure cgroup v2 hierarchy at /sys/fs/cgroup (busybox `stat -f` cannot tell, /proc/mounts can).
