@@ -64,10 +64,12 @@ make_initramfs() {
     rm -rf "$stage"
 }
 
-# True when $CONDO_BIN_DIR/condo exists and knows `vm run`.
+# True when $CONDO_BIN_DIR/condo exists and its `vm run` takes --kernel and --initrd
+# (the workspace skeleton's condo accepts anything and does nothing).
 condo_can_boot() {
-    [ -n "$CONDO_BIN_DIR" ] && [ -x "$CONDO_BIN_DIR/condo" ] &&
-        "$CONDO_BIN_DIR/condo" vm run --help >/dev/null 2>&1
+    [ -n "$CONDO_BIN_DIR" ] && [ -x "$CONDO_BIN_DIR/condo" ] || return 1
+    help=$("$CONDO_BIN_DIR/condo" vm run --help 2>&1) || return 1
+    case "$help" in *--kernel*--initrd*) return 0 ;; *) return 1 ;; esac
 }
 
 # boot_guest LOG TIMEOUT INITRD CMDLINE VCPUS MEMORY_MIB
