@@ -177,6 +177,7 @@ impl VmConfig {
         check_file("kernel", &self.kernel)?;
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
+            check_initrd_contents(initrd)?;
         }
         Ok(())
     }
@@ -206,6 +207,26 @@ pub fn check_memory(requested_mib: u64, meminfo: &str) -> Result<(), ConfigError
         return Err(ConfigError::MemoryTooLarge {
             requested: requested_mib,
             available,
+        });
+    }
+    Ok(())
+}
+
+fn check_initrd_contents(path: &Path) -> Result<(), ConfigError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .map_err(|source| ConfigError::Unreadable {
+            what: "initrd",
+            path: path.into(),
+            source,
+        })?;
+    if !crate::image::looks_like_initramfs(&head) {
+        return Err(ConfigError::BadFile {
+            what: "initrd",
+            path: path.into(),
+            reason: "not an initramfs (neither cpio nor a compressed archive Linux can unpack)",
         });
     }
     Ok(())

@@ -97,6 +97,28 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// Magic numbers an initramfs can start with: cpio "newc"/"crc", or one of the compressors
+/// Linux can unpack (gzip, bzip2, lzma, xz, lzo, lz4, zstd).
+const INITRD_MAGICS: [&[u8]; 8] = [
+    b"070701",
+    b"070702",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\x5d\x00\x00",
+    b"\xfd7zXZ\x00",
+    b"\x89LZO",
+    b"\x28\xb5\x2f\xfd",
+];
+const LZ4_LEGACY_MAGIC: &[u8] = b"\x02\x21\x4c\x18";
+
+/// Whether `head` (the first bytes of a file) looks like an initramfs.
+pub fn looks_like_initramfs(head: &[u8]) -> bool {
+    INITRD_MAGICS
+        .iter()
+        .chain([&LZ4_LEGACY_MAGIC])
+        .any(|magic| head.starts_with(magic))
+}
+
 /// Reads enough of `file` to tell its format.
 pub fn inspect_kernel<R: Read + Seek>(file: &mut R) -> Result<KernelFormat, ImageError> {
     let mut ident = [0u8; 64];
@@ -220,6 +242,15 @@ mod tests {
         f[96..104].copy_from_slice(&(notes.len() as u64).to_le_bytes());
         f.extend_from_slice(notes);
         f
+    }
+
+    #[test]
+    fn initramfs_magics() {
+        assert!(looks_like_initramfs(b"070701000000"));
+        assert!(looks_like_initramfs(&[0x1f, 0x8b, 8, 0]));
+        assert!(looks_like_initramfs(&[0x28, 0xb5, 0x2f, 0xfd, 1]));
+        assert!(!looks_like_initramfs(b"garbage!"));
+        assert!(!looks_like_initramfs(b""));
     }
 
     #[test]
