@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use common::{condo, run, stderr};
 
 fn scratch(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad-input");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, contents).unwrap();
-    path
+    common::scratch_file("bad-input", name, contents)
 }
 
 fn cpio() -> PathBuf {

@@ -20,9 +20,7 @@ fn vm_run(name: &str, extra: &[&str]) -> Command {
 }
 
 fn scratch_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("payload-boot");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("payload-boot")
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run `condo` with a deadline, build the
 //! payloads once, tell whether KVM is here.
 #![allow(dead_code)]
+// Test support: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,4 +89,18 @@ pub fn stdout(out: &Output) -> String {
 /// stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A scratch directory `name` under the cargo test tmpdir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A scratch file with `contents`.
+pub fn scratch_file(dir: &str, name: &str, contents: &[u8]) -> PathBuf {
+    let path = scratch_dir(dir).join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
