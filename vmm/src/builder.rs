@@ -148,6 +148,9 @@ pub fn run_vm(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Error> 
         stdin_attached,
     };
     let (exit, all_stopped) = running.run(options.thread_hook.as_ref())?;
+    if crate::stats::enabled() {
+        eprintln!("{}", crate::stats::report(vm.memory()));
+    }
     if !all_stopped {
         // A vCPU thread may still be inside KVM_RUN: its guest memory must stay mapped
         // until the process exits.

@@ -11,6 +11,7 @@ pub mod host;
 pub mod image;
 pub mod loader;
 pub mod runner;
+pub mod stats;
 pub mod vstate;
 
 use std::path::PathBuf;
