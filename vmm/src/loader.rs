@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::Path;
 
 use linux_loader::loader::bzimage::BzImage;
+use linux_loader::loader::elf::start_info::hvm_memmap_table_entry;
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{KernelLoader, KernelLoaderResult};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -187,12 +188,13 @@ fn write_boot_structures(
                 initrd,
             );
             write_obj(mem, "the PVH start info", info, PVH_INFO_ADDR)?;
+            let stride = std::mem::size_of::<hvm_memmap_table_entry>() as u64;
             for (i, entry) in memmap.into_iter().enumerate() {
                 write_obj(
                     mem,
                     "the PVH memory map",
                     entry,
-                    PVH_MEMMAP_ADDR + 32 * i as u64,
+                    PVH_MEMMAP_ADDR + stride * i as u64,
                 )?;
             }
             if let Some(module) = module {

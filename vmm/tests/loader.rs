@@ -85,6 +85,27 @@ fn pvh_note_selects_the_pvh_entry() {
     assert_eq!(read_u32(&mem, PVH_INFO_ADDR), 0x336e_c578);
     let cmdline: u64 = mem.read_obj(GuestAddress(PVH_INFO_ADDR + 24)).unwrap();
     assert_eq!(cmdline, CMDLINE_ADDR);
+    // The memory map as the guest reads it: packed 24-byte entries {addr, size, type, pad}.
+    let memmap: u64 = mem.read_obj(GuestAddress(PVH_INFO_ADDR + 40)).unwrap();
+    let entries = read_u32(&mem, PVH_INFO_ADDR + 48) as u64;
+    let map: Vec<(u64, u64, u32)> = (0..entries)
+        .map(|i| {
+            let at = memmap + 24 * i;
+            (
+                mem.read_obj(GuestAddress(at)).unwrap(),
+                mem.read_obj(GuestAddress(at + 8)).unwrap(),
+                read_u32(&mem, at + 16),
+            )
+        })
+        .collect();
+    assert_eq!(
+        map,
+        vec![
+            (0, 0x9fc00, 1),
+            (0x9fc00, 0x400, 2),
+            (0x10_0000, MEM - 0x10_0000, 1)
+        ]
+    );
 }
 
 #[test]
