@@ -15,7 +15,7 @@ cat >"$CONDO_TEST_TMP/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
-echo "$MARKER cpus=\$(/bin/busybox grep -c ^processor /proc/cpuinfo) online=\$(/bin/busybox cat /sys/devices/system/cpu/online)"
+echo "$MARKER cpus=\$(/bin/busybox grep -c ^processor /proc/cpuinfo) online=\$(/bin/busybox cat /sys/devices/system/cpu/online) uptime=\$(/bin/busybox cut -d' ' -f1 /proc/uptime)"
 /bin/busybox reboot -f
 INIT
 make_initramfs "$CONDO_TEST_TMP/initrd.cpio.gz" "$CONDO_TEST_TMP/init"
@@ -42,8 +42,9 @@ boot() {
     [ "$cpus" = "$vcpus" ] || fail "$image: guest saw $cpus CPUs, want $vcpus ($line)"
     expected_online=0
     [ "$vcpus" -gt 1 ] && expected_online="0-$((vcpus - 1))"
-    echo "$line" | grep -q "online=$expected_online\$" || fail "$image: online CPUs not $expected_online ($line)"
-    note "$image, $vcpus vCPU(s): exit 0, cpus=$cpus, exec to exit ${took}s"
+    echo "$line" | grep -q " online=$expected_online " || fail "$image: online CPUs not $expected_online ($line)"
+    guest_up=$(echo "$line" | sed -n 's/.* uptime=\([0-9.]*\).*/\1/p')
+    note "$image, $vcpus vCPU(s): exit 0, cpus=$cpus, init at guest uptime ${guest_up}s, exec to exit ${took}s"
     RESULTS="$RESULTS $image/${vcpus}cpu=${took}s"
 }
 

@@ -36,7 +36,20 @@ pub struct RunOptions {
 }
 
 /// Boots the VM described by `config` and runs it until the guest stops or a signal ends it.
+/// If it cannot start, a console file it created is removed again.
 pub fn run_vm(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Error> {
+    let new_console_file = match &config.console {
+        Console::File(path) if !path.exists() => Some(path),
+        _ => None,
+    };
+    let result = build_and_run(config, options);
+    if let (Err(_), Some(path)) = (&result, new_console_file) {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Error> {
     // 1. Input, before any resource exists.
     config.validate()?;
     let mut kernel = File::open(&config.kernel).map_err(|source| Error::KernelFile {
