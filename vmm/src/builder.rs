@@ -13,7 +13,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::x86_64::layout::EBDA_START;
 use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
-use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole};
+use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
 use crate::devices::LegacyBus;
 use crate::hooks::ThreadHook;
 use crate::image::inspect_kernel;
@@ -25,6 +25,8 @@ use crate::Error;
 
 /// IRQ line of COM1 on a PC.
 const COM1_IRQ: u32 = 4;
+/// IRQ line of the i8042's keyboard port.
+const I8042_IRQ: u32 = 1;
 
 /// Options beyond the boot configuration.
 #[derive(Clone, Default)]
@@ -94,7 +96,14 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
         IrqTrigger(serial_irq),
         console_out,
     )));
-    let bus = Arc::new(LegacyBus::new(serial.clone()));
+    let kbd_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.fd()
+        .register_irqfd(&kbd_irq, I8042_IRQ)
+        .map_err(|source| Error::Kvm {
+            what: "KVM_IRQFD for the i8042",
+            source,
+        })?;
+    let bus = Arc::new(LegacyBus::new(serial.clone(), I8042::new(Some(kbd_irq))));
 
     // 6. Kernel, initramfs, command line, boot structures, MP table.
     let images = BootImages {

@@ -42,10 +42,10 @@ pub struct LegacyBus {
 
 impl LegacyBus {
     /// A bus with the console UART at COM1 and the i8042 controller.
-    pub fn new(serial: Arc<Mutex<SerialConsole>>) -> Self {
+    pub fn new(serial: Arc<Mutex<SerialConsole>>, i8042: I8042) -> Self {
         Self {
             serial,
-            i8042: Mutex::new(I8042::default()),
+            i8042: Mutex::new(i8042),
         }
     }
 
