@@ -109,7 +109,7 @@ impl Running {
     /// Releases the vCPUs after the main thread's hook, runs until the VM ends, stops all
     /// vCPU threads. On error nothing is left running. The flag says whether every vCPU
     /// thread has ended (if not, guest memory must outlive the process).
-    pub fn run(self, hook: Option<&ThreadHook>) -> Result<(VmExit, bool), Error> {
+    pub fn run(mut self, hook: Option<&ThreadHook>) -> Result<(VmExit, bool), Error> {
         if let Err(e) = self
             .wait_ready()
             .and_then(|()| run_thread_hook(hook, ThreadKind::Vmm).map_err(Error::ThreadHook))
@@ -186,22 +186,49 @@ impl Running {
     }
 
     /// Makes every vCPU thread leave (kicking it out of KVM_RUN) and joins them.
-    fn stop_threads(&self) -> bool {
+    fn stop_threads(&mut self) -> bool {
         self.stop.store(true, Ordering::Release);
         for thread in &self.threads {
             let _ = thread.release.send(false);
         }
+        // A thread is done once it said Finished (its last act) or has ended.
+        let mut done = vec![false; self.threads.len()];
         let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.threads.iter().any(|t| !t.handle.is_finished()) && Instant::now() < deadline {
-            for thread in self.threads.iter().filter(|t| !t.handle.is_finished()) {
+        loop {
+            let running: Vec<&VcpuThread> = self
+                .threads
+                .iter()
+                .zip(&done)
+                .filter(|(t, done)| !**done && !t.handle.is_finished())
+                .map(|(t, _)| t)
+                .collect();
+            if running.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for thread in running {
                 let _ = thread.handle.kill(SIGRTMIN());
             }
             match self.events.recv_timeout(KICK_INTERVAL) {
+                Ok(VcpuMessage::Finished(cpu) | VcpuMessage::HookFailed(cpu, _)) => {
+                    if let Some(slot) = done.get_mut(usize::from(cpu)) {
+                        *slot = true;
+                    }
+                }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                // Every thread has dropped its sender: all have ended.
+                Err(RecvTimeoutError::Disconnected) => done.fill(true),
             }
         }
-        self.threads.iter().all(|t| t.handle.is_finished())
+        let all_done = done
+            .iter()
+            .zip(&self.threads)
+            .all(|(d, t)| *d || t.handle.is_finished());
+        if all_done {
+            for thread in self.threads.drain(..) {
+                let _ = thread.handle.join();
+            }
+        }
+        all_done
     }
 }
 

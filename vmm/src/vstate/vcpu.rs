@@ -225,6 +225,8 @@ pub fn spawn(
                     VcpuState::Exited => break,
                 };
             }
+            // Close the vCPU fd before saying so: the main thread may tear the VM down next.
+            drop(vcpu);
             let _ = events.send(VcpuMessage::Finished(cpu));
         })
 }
