@@ -303,3 +303,16 @@ impl Drop for RawTerminal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_cli_contract() {
+        assert_eq!(VmExit::Reset.exit_code(), 0);
+        assert_eq!(VmExit::GuestDied("triple fault".into()).exit_code(), 3);
+        assert_eq!(VmExit::Signal(libc::SIGTERM).exit_code(), 143);
+        assert_eq!(VmExit::Signal(libc::SIGINT).exit_code(), 130);
+    }
+}
