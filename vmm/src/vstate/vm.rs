@@ -44,15 +44,6 @@ impl Vm {
     /// Creates the VM, its interrupt controllers and `mem_size` bytes of guest memory.
     pub fn new(kvm: &Kvm, mem_size: u64) -> Result<Self, VmError> {
         let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        fd.set_tss_address(KVM_TSS_ADDR as usize)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        fd.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
         let ranges: Vec<(GuestAddress, usize)> = ram_ranges(mem_size)
             .into_iter()
             .map(|(start, len)| (GuestAddress(start), len as usize))
@@ -62,8 +53,34 @@ impl Vm {
             reason: e.to_string(),
         })?;
         let vm = Self { fd, memory };
-        vm.register_memory()?;
+        // Registering memory and creating the interrupt controllers each wait for KVM's
+        // SRCU grace periods; on a busy host those waits dominate start-up, so they overlap.
+        std::thread::scope(|scope| {
+            let memory = scope.spawn(|| vm.register_memory());
+            let chips = vm.create_interrupt_controllers();
+            let memory = memory.join().unwrap_or_else(|_| {
+                Err(VmError::Memory {
+                    mib: mem_size >> 20,
+                    reason: "registration thread panicked".into(),
+                })
+            });
+            chips.and(memory)
+        })?;
         Ok(vm)
+    }
+
+    fn create_interrupt_controllers(&self) -> Result<(), VmError> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))
     }
 
     fn register_memory(&self) -> Result<(), VmError> {
