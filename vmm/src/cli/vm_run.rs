@@ -1,0 +1,84 @@
+//! `condo vm run`: boot a VM in the foreground.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use condo_vmm::config::{Console, VmConfig, DEFAULT_CMDLINE};
+use condo_vmm::host::pvm_override_set;
+use condo_vmm::{run_vm, RunOptions, VmExit};
+
+/// Exit code when the VM could not start.
+const EXIT_CANNOT_START: i32 = 1;
+
+/// Flags of `condo vm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
+    /// console); the flags below are then not allowed.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console"])]
+    config: Option<PathBuf>,
+    /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
+    #[arg(long, value_name = "PATH", required_unless_present = "config")]
+    kernel: Option<PathBuf>,
+    /// Initramfs.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Number of vCPUs (1-32).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8))]
+    vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    memory: u64,
+    /// Serial console: stdout (stdin feeds the guest) or a file path.
+    #[arg(long, value_name = "stdout|PATH", default_value = "stdout")]
+    console: Console,
+}
+
+impl RunArgs {
+    fn into_config(self) -> Result<VmConfig, condo_vmm::config::ConfigError> {
+        if let Some(path) = self.config {
+            return VmConfig::from_json_file(&path);
+        }
+        Ok(VmConfig {
+            kernel: self.kernel.unwrap_or_default(),
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            vcpus: self.vcpus,
+            memory_mib: self.memory,
+            console: self.console,
+        })
+    }
+}
+
+/// Boots the VM; returns the exit code.
+pub fn run(args: RunArgs) -> i32 {
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("condo: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    let options = RunOptions {
+        thread_hook: None,
+        allow_pvm_linux: pvm_override_set(),
+    };
+    match run_vm(&config, &options) {
+        Ok(exit) => {
+            match &exit {
+                VmExit::Reset => {}
+                VmExit::GuestDied(why) => eprintln!("condo: guest died: {why}"),
+                VmExit::Signal(n) => eprintln!("condo: stopped by signal {n}"),
+            }
+            exit.exit_code()
+        }
+        Err(e) => {
+            eprintln!("condo: cannot start the VM: {e}");
+            EXIT_CANNOT_START
+        }
+    }
+}

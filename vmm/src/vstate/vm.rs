@@ -1,0 +1,118 @@
+//! The KVM VM: guest memory (with the 32-bit MMIO hole), in-kernel irqchip and PIT.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{
+    Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
+
+use crate::arch::x86_64::layout::{ram_ranges, KVM_TSS_ADDR};
+
+/// Creating the VM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A KVM ioctl failed.
+    #[error("{what}: {source}")]
+    Kvm {
+        /// The operation.
+        what: &'static str,
+        /// KVM's error.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be mapped.
+    #[error("cannot map {mib} MiB of guest memory: {reason}")]
+    Memory {
+        /// Size asked for.
+        mib: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A VM with its memory.
+pub struct Vm {
+    fd: VmFd,
+    memory: GuestMemoryMmap,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+impl Vm {
+    /// Creates the VM, its interrupt controllers and `mem_size` bytes of guest memory.
+    pub fn new(kvm: &Kvm, mem_size: u64) -> Result<Self, VmError> {
+        let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let ranges: Vec<(GuestAddress, usize)> = ram_ranges(mem_size)
+            .into_iter()
+            .map(|(start, len)| (GuestAddress(start), len as usize))
+            .collect();
+        let memory = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmError::Memory {
+            mib: mem_size >> 20,
+            reason: e.to_string(),
+        })?;
+        let vm = Self { fd, memory };
+        // Registering memory and creating the interrupt controllers each wait for KVM's
+        // SRCU grace periods; on a busy host those waits dominate start-up, so they overlap.
+        std::thread::scope(|scope| {
+            let memory = scope.spawn(|| vm.register_memory());
+            let chips = vm.create_interrupt_controllers();
+            let memory = memory.join().unwrap_or_else(|_| {
+                Err(VmError::Memory {
+                    mib: mem_size >> 20,
+                    reason: "registration thread panicked".into(),
+                })
+            });
+            chips.and(memory)
+        })?;
+        Ok(vm)
+    }
+
+    fn create_interrupt_controllers(&self) -> Result<(), VmError> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))
+    }
+
+    fn register_memory(&self) -> Result<(), VmError> {
+        for (slot, region) in self.memory.iter().enumerate() {
+            let host = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| VmError::Memory {
+                    mib: region.len() >> 20,
+                    reason: e.to_string(),
+                })?;
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mapping of exactly `memory_size` bytes owned by
+            // `self.memory`, which lives as long as the VM fd (both are dropped together).
+            unsafe { self.fd.set_user_memory_region(mem_region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(())
+    }
+
+    /// The KVM VM file descriptor.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+}
