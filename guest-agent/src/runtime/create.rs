@@ -1,0 +1,170 @@
+//! `create`: validate the bundle, plan, make the cgroup and state directory, clone the init
+//! into its namespaces and wait until it reports ready. Any failure undoes everything.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::cgroups::{self, CGROUP_ROOT};
+use super::init::{self, InitFds};
+use super::namespaces;
+use super::plan;
+use super::state_store::{self, EXEC_FIFO};
+use super::validate::load_bundle_spec;
+use super::{ContainerState, ProcessIo, RuntimeError, Status};
+
+/// Undoes a half-made container when dropped armed.
+struct Undo {
+    dir: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
+    pid: Option<libc::pid_t>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: kill and waitpid on our own child; status is not needed.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cgroups::remove(cg);
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn mkfifo(path: &Path) -> Result<(), RuntimeError> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::Setup("fifo path".into()))?;
+    // SAFETY: c is a valid C string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } < 0 {
+        return Err(RuntimeError::io(
+            "mkfifo",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // mkfifo honours the umask; the init may run as any user and must be able to open it.
+    // SAFETY: as above.
+    unsafe { libc::chmod(c.as_ptr(), 0o622) };
+    Ok(())
+}
+
+/// stdio descriptors for the child, /dev/null where none was given.
+pub(crate) fn stdio_fds(io: &ProcessIo) -> Result<(Option<OwnedFd>, [i32; 3]), RuntimeError> {
+    let null = if io.stdin.is_none() || io.stdout.is_none() || io.stderr.is_none() {
+        Some(namespaces::open(Path::new("/dev/null"), libc::O_RDWR)?)
+    } else {
+        None
+    };
+    let null_fd = null.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let pick = |f: &Option<OwnedFd>| f.as_ref().map_or(null_fd, |f| f.as_raw_fd());
+    Ok((null, [pick(&io.stdin), pick(&io.stdout), pick(&io.stderr)]))
+}
+
+pub(crate) fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    io: ProcessIo,
+) -> Result<ContainerState, RuntimeError> {
+    state_store::validate_id(id)?;
+    let bundle = bundle
+        .canonicalize()
+        .map_err(|e| RuntimeError::BundleConfig {
+            path: bundle.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let spec = load_bundle_spec(&bundle)?;
+    let dir = state_store::container_dir(root, id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(RuntimeError::AlreadyExists(id.to_string()))
+        }
+        Err(e) => return Err(RuntimeError::io("create state directory", dir, e)),
+    }
+    let mut undo = Undo {
+        dir: Some(dir.clone()),
+        cgroup: None,
+        pid: None,
+    };
+    let plan = plan::container_plan(&spec, &bundle, &dir)?;
+    if plan.process.terminal && io.terminal.is_none() {
+        return Err(RuntimeError::spec(
+            "process.terminal",
+            "true, but no console socket was given",
+        ));
+    }
+    let cgroup_root = Path::new(CGROUP_ROOT);
+    let cgroup = cgroups::plan(&spec, id, cgroup_root)?;
+    if let Some(cg) = &cgroup {
+        cgroups::create(cg, cgroup_root)?;
+        undo.cgroup = Some(cg.path.clone());
+    }
+    let fifo_path = dir.join(EXEC_FIFO);
+    mkfifo(&fifo_path)?;
+    let fifo = namespaces::open(&fifo_path, libc::O_PATH)?;
+    let (_null, stdio) = stdio_fds(&io)?;
+    let (go_r, mut go_w) = namespaces::pipe()?;
+    let (status_r, status_w) = namespaces::pipe()?;
+    let pid = namespaces::clone_process(plan.clone_flags)?;
+    if pid == 0 {
+        drop(go_w);
+        drop(status_r);
+        let fds = InitFds {
+            go: go_r,
+            status: status_w,
+            stdio,
+            console: io.terminal.as_ref().map(|f| f.as_raw_fd()),
+            fifo: fifo.as_raw_fd(),
+        };
+        init::run(&plan, fds);
+    }
+    undo.pid = Some(pid);
+    drop(go_r);
+    drop(status_w);
+    drop(io);
+    if let Some(cg) = &cgroup {
+        cgroups::add_process(&cg.path, pid)?;
+    }
+    if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
+        namespaces::write_id_maps(pid, uid_map, gid_map)?;
+    }
+    go_w.write_all(b"1")
+        .map_err(|e| RuntimeError::Setup(format!("releasing the init: {e}")))?;
+    drop(go_w);
+    let report = namespaces::read_to_end(status_r);
+    if report != init::READY {
+        let msg = String::from_utf8_lossy(&report).into_owned();
+        return Err(if msg.is_empty() {
+            RuntimeError::Setup("container init died during setup".into())
+        } else {
+            RuntimeError::Setup(msg)
+        });
+    }
+    let state = ContainerState {
+        oci_version: spec.version().clone(),
+        id: id.to_string(),
+        status: Status::Created,
+        pid,
+        bundle,
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        created: state_store::now_rfc3339(),
+        cgroup: cgroup.map(|c| c.path),
+        init_start_time: namespaces::proc_start(pid).map_or(0, |(start, _)| start),
+        exit: None,
+    };
+    state_store::save(root, &state)?;
+    undo.dir = None;
+    undo.cgroup = None;
+    undo.pid = None;
+    Ok(state)
+}
