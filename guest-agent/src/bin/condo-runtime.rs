@@ -106,6 +106,9 @@ enum Command {
     Stats { id: String },
     /// Write a config.json with condo's strict defaults (Docker's) into the bundle.
     Spec(SpecArgs),
+    /// Inside a container: report which sandboxed syscalls fail and with which errno.
+    #[command(hide = true)]
+    Probe,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +251,10 @@ fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Spec(args) => spec(args),
+        Command::Probe => {
+            probe();
+            Ok(0)
+        }
     }
 }
 
@@ -467,4 +474,78 @@ fn parse_signal(s: &str) -> Result<i32> {
         "PIPE" => libc::SIGPIPE,
         _ => bail!("unknown signal {s:?}"),
     })
+}
+
+/// Prints `name=errno` (0 = allowed) for syscalls the default profile must refuse, plus a few it
+/// must allow, so tests and operators can see the sandbox from inside.
+fn probe() {
+    fn errno_of(rc: libc::c_long) -> i32 {
+        if rc < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        } else {
+            0
+        }
+    }
+    let clone_newuser = {
+        let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: fork-like clone without CLONE_VM; a child (rc 0) exits at once.
+        let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+        if rc == 0 {
+            // SAFETY: leave the probe child immediately.
+            unsafe { libc::_exit(0) };
+        }
+        if rc > 0 {
+            // SAFETY: reap the probe child.
+            unsafe { libc::waitpid(rc as i32, std::ptr::null_mut(), 0) };
+        }
+        errno_of(rc)
+    };
+    // SAFETY: every call below passes only integers or null pointers the kernel checks.
+    let results = unsafe {
+        [
+            (
+                "clone3",
+                errno_of(libc::syscall(libc::SYS_clone3, 0usize, 0usize)),
+            ),
+            ("clone_newuser", clone_newuser),
+            (
+                "unshare_newns",
+                errno_of(libc::unshare(libc::CLONE_NEWNS) as libc::c_long),
+            ),
+            (
+                "mount",
+                errno_of(libc::mount(
+                    c"none".as_ptr(),
+                    c"/nonexistent-condo-probe".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) as libc::c_long),
+            ),
+            (
+                "keyctl",
+                errno_of(libc::syscall(libc::SYS_keyctl, 0, -1, 0)),
+            ),
+            (
+                "socket_vsock",
+                errno_of(libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as libc::c_long),
+            ),
+            (
+                "socket_unix",
+                errno_of(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) as libc::c_long),
+            ),
+            (
+                "personality_query",
+                errno_of(libc::personality(0xffff_ffff) as libc::c_long),
+            ),
+            (
+                "personality_read_implies_exec",
+                errno_of(libc::personality(0x0040_0000) as libc::c_long),
+            ),
+            ("getpid", errno_of(libc::getpid() as libc::c_long)),
+        ]
+    };
+    for (name, errno) in results {
+        println!("{name}={errno}");
+    }
 }

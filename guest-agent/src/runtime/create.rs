@@ -147,7 +147,7 @@ pub(crate) fn create(
         return Err(if msg.is_empty() {
             RuntimeError::Setup("container init died during setup".into())
         } else {
-            RuntimeError::Setup(msg)
+            RuntimeError::Child(msg)
         });
     }
     let state = ContainerState {

@@ -30,6 +30,10 @@ pub enum RuntimeError {
     /// The container's init (or an exec'd process) failed while setting itself up.
     #[error("container setup failed: {0}")]
     Setup(String),
+    /// The container init or an exec'd process failed while setting itself up; its own error
+    /// message, as it reported it.
+    #[error("{0}")]
+    Child(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -80,11 +80,11 @@ pub(crate) fn exec(
                 unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
             }
             let msg = String::from_utf8_lossy(&report).into_owned();
-            Err(RuntimeError::Setup(if msg.is_empty() {
-                "exec helper died".into()
+            Err(if msg.is_empty() {
+                RuntimeError::Setup("exec helper died".into())
             } else {
-                msg
-            }))
+                RuntimeError::Child(msg)
+            })
         }
     }
 }

@@ -29,7 +29,8 @@ pub trait Syscall {
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
-    /// `Some(true)` for a directory, `Some(false)` for anything else, `None` if absent.
+    /// `Some(true)` for a directory (symlinks followed), `Some(false)` for anything else
+    /// (including a dangling symlink), `None` if absent.
     fn kind(&self, path: &Path) -> Option<bool>;
     /// ST_* flags of the mount holding `path` (to keep locked flags on remount).
     fn mount_flags(&self, path: &Path) -> io::Result<libc::c_ulong>;
@@ -136,7 +137,10 @@ impl Syscall for RealSyscall {
     }
 
     fn kind(&self, path: &Path) -> Option<bool> {
-        std::fs::symlink_metadata(path).ok().map(|m| m.is_dir())
+        std::fs::metadata(path)
+            .or_else(|_| std::fs::symlink_metadata(path))
+            .ok()
+            .map(|m| m.is_dir())
     }
 
     fn mount_flags(&self, path: &Path) -> io::Result<libc::c_ulong> {
