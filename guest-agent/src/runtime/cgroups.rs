@@ -262,7 +262,12 @@ pub fn create(plan: &CgroupPlan, root: &Path) -> Result<(), RuntimeError> {
         }
     }
     for (file, value) in &plan.writes {
-        if let Err(e) = write(&plan.path.join(file), value) {
+        let path = plan.path.join(file);
+        // Without swap accounting there is no memory.swap.max; "no swap" then holds anyway.
+        if *file == "memory.swap.max" && value == "0" && !path.exists() {
+            continue;
+        }
+        if let Err(e) = write(&path, value) {
             let _ = std::fs::remove_dir(&plan.path);
             return Err(e);
         }

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::cgroups::{self, CGROUP_ROOT};
+use super::devices;
 use super::init::{self, InitFds};
 use super::namespaces;
 use super::plan;
@@ -105,9 +106,18 @@ pub(crate) fn create(
     }
     let cgroup_root = Path::new(CGROUP_ROOT);
     let cgroup = cgroups::plan(&spec, id, cgroup_root)?;
+    let device_rules = devices::rules(
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_deref())
+            .unwrap_or(&[]),
+        &plan.rootfs.devices,
+    )?;
     if let Some(cg) = &cgroup {
         cgroups::create(cg, cgroup_root)?;
         undo.cgroup = Some(cg.path.clone());
+        devices::attach(&cg.path, &device_rules)?;
     }
     let fifo_path = dir.join(EXEC_FIFO);
     mkfifo(&fifo_path)?;

@@ -26,6 +26,7 @@ pub mod cgroups;
 mod create;
 pub mod defaults;
 mod delete;
+pub mod devices;
 mod error;
 mod exec;
 mod init;
