@@ -2,7 +2,8 @@
 # Real-guest test: condo-runtime's cgroup v2 limits where PID 1 mounts a pure v2 hierarchy
 # (inside the emulated KVM host, or a host with cgroup v2):
 #   1. a pids limit stops a fork bomb (pids.max=32 holds, pids.events counts refusals);
-#   2. a memory limit OOM-kills the container and the OOM is reported (exit 137, oom flag).
+#   2. a memory limit OOM-kills the container and the OOM is reported (exit 137, oom flag);
+#   3. the device cgroup (eBPF) refuses devices outside the minimal set, even with CAP_MKNOD.
 # Runs condo-runtime directly (no nested guest needed). Plain busybox sh.
 . "$(dirname "$0")/lib.sh"
 set -eu
@@ -74,4 +75,16 @@ grep -q '"status": "stopped"' "$tmp/oom.state" || fail "state is not stopped: $(
 "$rt" --root "$state" delete oom
 [ ! -e /sys/fs/cgroup/condo/oom ] || fail "cgroup of oom left behind"
 echo "ok: memory limit OOM-killed the container (exit 137) and the OOM was reported"
+
+# --- 3. device cgroup -----------------------------------------------------------------------
+b="$tmp/dev"
+mkdir -p "$b"
+ln -s ../rootfs "$b/rootfs"
+"$rt" spec --bundle "$b" --args sh -c \
+    'mknod /tmp/mem c 1 1 && echo made-mem; head -c 1 /dev/zero >/dev/null && echo zero-ok'
+"$rt" --root "$state" run --bundle "$b" dev </dev/null >"$tmp/dev.out" 2>&1 || true
+grep -q zero-ok "$tmp/dev.out" || fail "/dev/zero unusable in the container: $(cat "$tmp/dev.out")"
+if grep -q made-mem "$tmp/dev.out"; then fail "mknod of /dev/mem (c 1:1) was allowed"; fi
+grep -q "Operation not permitted" "$tmp/dev.out" || fail "mknod failed for another reason: $(cat "$tmp/dev.out")"
+echo "ok: device cgroup refused c 1:1 and allowed /dev/zero"
 exit 0
