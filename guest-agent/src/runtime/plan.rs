@@ -422,3 +422,125 @@ pub(crate) fn process_plan(
         seccomp,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn spec_with(edit: impl FnOnce(&mut Value)) -> Spec {
+        let mut v = serde_json::to_value(
+            super::super::defaults::default_spec(&Default::default()).unwrap(),
+        )
+        .unwrap();
+        v["root"]["path"] = std::env::temp_dir().to_string_lossy().into_owned().into();
+        edit(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn error_of(edit: impl FnOnce(&mut Value)) -> String {
+        container_plan(&spec_with(edit), Path::new("/b"), Path::new("/s"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn default_spec_plans() {
+        let plan = container_plan(&spec_with(|_| {}), Path::new("/b"), Path::new("/s")).unwrap();
+        let want = libc::CLONE_NEWPID
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWCGROUP;
+        assert_eq!(plan.clone_flags, want);
+        assert!(plan.process.no_new_privs);
+        assert_eq!(plan.process.caps.unwrap().effective, 0xa804_25fb);
+        assert_eq!(plan.rootfs.masked_paths.len(), 11);
+        assert_eq!(
+            plan.process.rlimits,
+            vec![(libc::RLIMIT_NOFILE, 1024, 1024)]
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named_with_their_values() {
+        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str, &str)> = vec![
+            (
+                Box::new(|v| v["process"]["cwd"] = "tmp".into()),
+                "process.cwd",
+                "tmp",
+            ),
+            (
+                Box::new(|v| v["process"]["args"] = json!([])),
+                "process.args",
+                "no command",
+            ),
+            (
+                Box::new(|v| v["process"]["env"] = json!(["NOEQUALS"])),
+                "process.env[0]",
+                "NOEQUALS",
+            ),
+            (
+                Box::new(|v| {
+                    v["process"]["rlimits"] =
+                        json!([{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 5}])
+                }),
+                "process.rlimits[0]",
+                "soft 10",
+            ),
+            (
+                Box::new(|v| v["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "pid"}])),
+                "linux.namespaces[1]",
+                "duplicate",
+            ),
+            (
+                Box::new(|v| {
+                    v["linux"]["namespaces"] = json!([{"type": "pid", "path": "/proc/1/ns/pid"}])
+                }),
+                "linux.namespaces[0].path",
+                "/proc/1/ns/pid",
+            ),
+            (
+                Box::new(|v| v["linux"]["namespaces"] = json!([{"type": "mount"}])),
+                "hostname",
+                "uts namespace",
+            ),
+            (
+                Box::new(|v| {
+                    v["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"type": "user"}))
+                }),
+                "linux.uidMappings",
+                "mapping",
+            ),
+            (
+                Box::new(|v| v["mounts"] = json!([{"destination": "proc", "type": "proc"}])),
+                "mounts[0].destination",
+                "proc",
+            ),
+            (
+                Box::new(|v| v["linux"]["maskedPaths"] = json!(["relative"])),
+                "linux.maskedPaths[0]",
+                "relative",
+            ),
+            (
+                Box::new(|v| v["linux"]["rootfsPropagation"] = "sideways".into()),
+                "linux.rootfsPropagation",
+                "sideways",
+            ),
+            (
+                Box::new(|v| v["process"]["oomScoreAdj"] = 5000.into()),
+                "process.oomScoreAdj",
+                "5000",
+            ),
+        ];
+        for (edit, field, value) in cases {
+            let err = error_of(edit);
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(err.contains(value), "{value}: {err}");
+        }
+    }
+}
