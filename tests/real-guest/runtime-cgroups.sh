@@ -31,7 +31,9 @@ wait_for() {
 
 rm -rf "$tmp"
 mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/proc" "$tmp/rootfs/sys" "$tmp/rootfs/dev" "$tmp/rootfs/tmp"
-bb=$(command -v busybox)
+bb=""
+for p in /bin/busybox /usr/bin/busybox; do [ -x "$p" ] && bb=$p && break; done
+[ -n "$bb" ] || fail "no busybox binary found"
 cp "$bb" "$tmp/rootfs/bin/busybox"
 for applet in $("$bb" --list); do
     [ -e "$tmp/rootfs/bin/$applet" ] || ln -s busybox "$tmp/rootfs/bin/$applet"

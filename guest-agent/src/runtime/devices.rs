@@ -168,6 +168,7 @@ pub fn program(rules: &[DeviceRule]) -> Vec<BpfInsn> {
         block.push(insn(MOV_K64, 0, 0, 0, i32::from(rule.allow)));
         block.push(insn(EXIT, 0, 0, 0, 0));
         let len = block.len();
+        let unconditional = len == 2;
         for (i, ins) in block.iter_mut().enumerate() {
             if ins.code == JNE_K {
                 // Skip to the instruction after this block.
@@ -175,6 +176,11 @@ pub fn program(rules: &[DeviceRule]) -> Vec<BpfInsn> {
             }
         }
         p.extend(block);
+        if unconditional {
+            // It decides every access: anything after it would be unreachable, which the
+            // verifier refuses.
+            return p;
+        }
     }
     p.push(insn(MOV_K64, 0, 0, 0, 0));
     p.push(insn(EXIT, 0, 0, 0, 0));
@@ -315,6 +321,10 @@ mod tests {
         assert_eq!(eval(&p, b, ACC_READ, 8, 0), 0, "a disk");
         assert_eq!(eval(&p, c, ACC_READ, 1, 1), 0, "/dev/mem");
         assert_eq!(eval(&p, b, ACC_MKNOD, 8, 0), 0, "mknod of a disk");
+        // The deny-all rule decides last: nothing may follow its block (verifier: unreachable).
+        assert_eq!(p.last().unwrap().code, EXIT);
+        assert_eq!(p[p.len() - 2], insn(MOV_K64, 0, 0, 0, 0));
+        assert_eq!(p.iter().filter(|i| i.code == EXIT).count(), rules.len());
     }
 
     #[test]

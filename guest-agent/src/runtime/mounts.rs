@@ -341,8 +341,22 @@ fn create_devices(sys: &dyn Syscall, root: &Path, plan: &RootfsPlan) -> Result<(
 fn pivot(sys: &dyn Syscall, root: &Path) -> Result<(), RuntimeError> {
     let dot = Path::new(".");
     sys.chdir(root).map_err(|e| sys_err("chdir", root, e))?;
-    sys.pivot_root(dot, dot)
-        .map_err(|e| sys_err("pivot_root into", root, e))?;
+    match sys.pivot_root(dot, dot) {
+        Ok(()) => {}
+        // The root is an initramfs (the guest, an emulated host): it cannot be pivoted away.
+        // Move the new root over "/" and chroot, as runc's --no-pivot does; the old root stays
+        // covered by the moved mount.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            sys.mount(Some(root), Path::new("/"), None, libc::MS_MOVE, None)
+                .map_err(|e| sys_err("move the new root over / from", root, e))?;
+            sys.chroot(dot)
+                .map_err(|e| sys_err("chroot into", root, e))?;
+            return sys
+                .chdir(Path::new("/"))
+                .map_err(|e| sys_err("chdir", Path::new("/"), e));
+        }
+        Err(e) => return Err(sys_err("pivot_root into", root, e)),
+    }
     // Keep the unmount of the old root from propagating to the host.
     sys.mount(None, dot, None, libc::MS_SLAVE | libc::MS_REC, None)
         .map_err(|e| sys_err("make old root slave", root, e))?;
@@ -530,6 +544,27 @@ mod tests {
             if t == "overlay" && d.contains("lowerdir=/b/rootfs"))
         ));
         assert!(calls.contains(&Call::Chdir("/state/c1/overlay/merged".into())));
+    }
+
+    #[test]
+    fn initramfs_root_falls_back_to_move_and_chroot() {
+        let sys = RecordingSyscall {
+            pivot_fails: true,
+            ..RecordingSyscall::default()
+        };
+        setup_rootfs(&sys, &plan()).unwrap();
+        let calls = sys.calls.borrow();
+        let pivot = calls
+            .iter()
+            .position(|c| matches!(c, Call::PivotRoot(..)))
+            .unwrap();
+        assert!(
+            matches!(&calls[pivot + 1], Call::Mount { source: Some(s), target, flags, .. }
+            if s == Path::new("/b/rootfs") && target == Path::new("/") && *flags == libc::MS_MOVE)
+        );
+        assert_eq!(calls[pivot + 2], Call::Chroot(".".into()));
+        assert_eq!(calls[pivot + 3], Call::Chdir("/".into()));
+        assert!(!calls.iter().any(|c| matches!(c, Call::Umount(_))));
     }
 
     #[test]

@@ -465,7 +465,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named_with_their_values() {
-        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (
                 Box::new(|v| v["process"]["cwd"] = "tmp".into()),
                 "process.cwd",

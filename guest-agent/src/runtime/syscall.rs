@@ -22,6 +22,7 @@ pub trait Syscall {
     fn umount2(&self, target: &Path, flags: libc::c_int) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn chdir(&self, path: &Path) -> io::Result<()>;
+    fn chroot(&self, path: &Path) -> io::Result<()>;
     fn mkdir_all(&self, path: &Path) -> io::Result<()>;
     /// Creates an empty regular file (a bind-mount target), parents included.
     fn create_file(&self, path: &Path) -> io::Result<()>;
@@ -101,6 +102,10 @@ impl Syscall for RealSyscall {
         std::env::set_current_dir(path)
     }
 
+    fn chroot(&self, path: &Path) -> io::Result<()> {
+        std::os::unix::fs::chroot(path)
+    }
+
     fn mkdir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)
     }
@@ -166,6 +171,8 @@ pub enum Call {
     Umount(PathBuf),
     PivotRoot(PathBuf, PathBuf),
     Chdir(PathBuf),
+    Chroot(PathBuf),
+    MoveRoot(PathBuf),
     Mkdir(PathBuf),
     CreateFile(PathBuf),
     Mknod(PathBuf, libc::mode_t, libc::dev_t),
@@ -182,6 +189,8 @@ pub struct RecordingSyscall {
     pub files: HashSet<PathBuf>,
     /// Mounts onto these targets fail with EPERM (to test error paths).
     pub fail_targets: HashSet<PathBuf>,
+    /// pivot_root fails with EINVAL, as on an initramfs root.
+    pub pivot_fails: bool,
 }
 
 impl RecordingSyscall {
@@ -221,10 +230,17 @@ impl Syscall for RecordingSyscall {
         self.record(
             Call::PivotRoot(new_root.to_path_buf(), put_old.to_path_buf()),
             new_root,
-        )
+        )?;
+        if self.pivot_fails {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(())
     }
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Chdir(path.to_path_buf()), path)
+    }
+    fn chroot(&self, path: &Path) -> io::Result<()> {
+        self.record(Call::Chroot(path.to_path_buf()), path)
     }
     fn mkdir_all(&self, path: &Path) -> io::Result<()> {
         self.record(Call::Mkdir(path.to_path_buf()), path)
