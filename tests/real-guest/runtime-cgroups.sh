@@ -44,7 +44,9 @@ state="$tmp/state"
 b="$tmp/bomb"
 mkdir -p "$b"
 ln -s ../rootfs "$b/rootfs"
-"$rt" spec --bundle "$b" --pids 32 --args sh -c 'while :; do sleep 1000 & done'
+# The bomb runs in a child shell (a failed fork ends a non-interactive busybox sh); its
+# sleeps stay behind in the container, and the init then sleeps too.
+"$rt" spec --bundle "$b" --pids 32 --args sh -c 'sh -c "while :; do sleep 1000 & done"; sleep 1000'
 "$rt" --root "$state" run --detach --bundle "$b" bomb </dev/null >"$tmp/bomb.out" 2>&1 ||
     fail "fork bomb container did not start: $(cat "$tmp/bomb.out")"
 cg=/sys/fs/cgroup/condo/bomb
