@@ -2,7 +2,7 @@
 //! into its namespaces and wait until it reports ready. Any failure undoes everything.
 
 use std::ffi::CString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +56,20 @@ fn mkfifo(path: &Path) -> Result<(), RuntimeError> {
     // SAFETY: as above.
     unsafe { libc::chmod(c.as_ptr(), 0o622) };
     Ok(())
+}
+
+fn report_error(report: Vec<u8>) -> RuntimeError {
+    let msg = String::from_utf8_lossy(&report).into_owned();
+    if msg.is_empty() {
+        RuntimeError::Setup("container init died during setup".into())
+    } else {
+        RuntimeError::Child(msg)
+    }
+}
+
+/// The error a child reported on `status` before it gave up.
+fn child_error(status: std::fs::File) -> RuntimeError {
+    report_error(namespaces::read_to_end(status))
 }
 
 /// stdio descriptors for the child, /dev/null where none was given.
@@ -125,10 +139,12 @@ pub(crate) fn create(
     let (_null, stdio) = stdio_fds(&io)?;
     let (go_r, mut go_w) = namespaces::pipe()?;
     let (status_r, status_w) = namespaces::pipe()?;
-    let pid = namespaces::clone_process(plan.clone_flags)?;
-    if pid == 0 {
+    let (sync_r, sync_w) = namespaces::pipe()?;
+    let helper = namespaces::fork()?;
+    if helper == 0 {
         drop(go_w);
         drop(status_r);
+        drop(sync_r);
         let fds = InitFds {
             go: go_r,
             status: status_w,
@@ -136,29 +152,42 @@ pub(crate) fn create(
             console: io.terminal.as_ref().map(|f| f.as_raw_fd()),
             fifo: fifo.as_raw_fd(),
         };
-        init::run(&plan, fds);
+        init::intermediate(&plan, fds, sync_w);
     }
-    undo.pid = Some(pid);
+    undo.pid = Some(helper);
     drop(go_r);
     drop(status_w);
+    drop(sync_w);
     drop(io);
+    let mut sync_r = sync_r;
+    let mut release = |what: &str| {
+        go_w.write_all(b"1")
+            .map_err(|e| RuntimeError::Setup(format!("releasing the {what}: {e}")))
+    };
+    if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
+        let mut byte = [0u8; 1];
+        if sync_r.read_exact(&mut byte).is_err() || byte != *b"U" {
+            return Err(child_error(status_r));
+        }
+        namespaces::write_id_maps(helper, uid_map, gid_map)?;
+        release("namespace helper")?;
+    }
+    let mut pid_bytes = [0u8; 4];
+    if sync_r.read_exact(&mut pid_bytes).is_err() {
+        return Err(child_error(status_r));
+    }
+    let pid = i32::from_ne_bytes(pid_bytes);
+    // SAFETY: reap the helper, which has exited after reporting the pid.
+    unsafe { libc::waitpid(helper, std::ptr::null_mut(), 0) };
+    undo.pid = Some(pid);
     if let Some(cg) = &cgroup {
         cgroups::add_process(&cg.path, pid)?;
     }
-    if let (Some(uid_map), Some(gid_map)) = (&plan.uid_map, &plan.gid_map) {
-        namespaces::write_id_maps(pid, uid_map, gid_map)?;
-    }
-    go_w.write_all(b"1")
-        .map_err(|e| RuntimeError::Setup(format!("releasing the init: {e}")))?;
+    release("init")?;
     drop(go_w);
     let report = namespaces::read_to_end(status_r);
     if report != init::READY {
-        let msg = String::from_utf8_lossy(&report).into_owned();
-        return Err(if msg.is_empty() {
-            RuntimeError::Setup("container init died during setup".into())
-        } else {
-            RuntimeError::Child(msg)
-        });
+        return Err(report_error(report));
     }
     let state = ContainerState {
         oci_version: spec.version().clone(),

@@ -47,7 +47,7 @@ pub(crate) fn exec(
     let (_null, stdio) = stdio_fds(&io)?;
     let (pid_r, pid_w) = namespaces::pipe()?;
     let (status_r, status_w) = namespaces::pipe()?;
-    let helper = namespaces::clone_process(0)?;
+    let helper = namespaces::fork()?;
     if helper == 0 {
         drop(pid_r);
         drop(status_r);

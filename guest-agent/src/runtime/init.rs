@@ -26,8 +26,49 @@ pub(crate) struct InitFds {
 /// Status byte the init sends once it is ready (followed by nothing); errors are text.
 pub(crate) const READY: &[u8] = b"\0";
 
-/// Runs in the cloned child; never returns.
-pub(crate) fn run(plan: &ContainerPlan, fds: InitFds) -> ! {
+fn die(status: &mut File, e: RuntimeError) -> ! {
+    report(status, e.to_string().as_bytes());
+    // SAFETY: _exit ends the child without running the parent's atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+/// The intermediate child (forked by `create`): makes the namespaces (the user namespace
+/// first, so the parent can write its maps), then clones the init with CLONE_PARENT, so the
+/// init is PID 1 of the new pid namespace *and* a direct child of the runtime's caller.
+/// Tells the parent on `sync`: "U" when the maps are wanted, then the init's pid. Never returns.
+pub(crate) fn intermediate(plan: &ContainerPlan, mut fds: InitFds, mut sync: File) -> ! {
+    if plan.clone_flags & libc::CLONE_NEWUSER != 0 {
+        if let Err(e) = namespaces::unshare(libc::CLONE_NEWUSER) {
+            die(&mut fds.status, e);
+        }
+        report(&mut sync, b"U");
+        let mut byte = [0u8; 1];
+        if fds.go.read(&mut byte).ok() != Some(1) {
+            die(
+                &mut fds.status,
+                RuntimeError::Setup("parent went away before writing the id maps".into()),
+            );
+        }
+    }
+    if let Err(e) = namespaces::unshare(plan.clone_flags & !libc::CLONE_NEWUSER) {
+        die(&mut fds.status, e);
+    }
+    match namespaces::clone_process(libc::CLONE_PARENT) {
+        Ok(0) => {
+            drop(sync);
+            run(plan, fds)
+        }
+        Ok(pid) => {
+            report(&mut sync, &pid.to_ne_bytes());
+            // SAFETY: as in `die`.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => die(&mut fds.status, e),
+    }
+}
+
+/// Runs in the init; never returns.
+fn run(plan: &ContainerPlan, fds: InitFds) -> ! {
     let InitFds {
         mut go,
         mut status,

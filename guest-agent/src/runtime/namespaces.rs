@@ -9,10 +9,11 @@ use std::path::Path;
 
 use super::RuntimeError;
 
-/// fork(2) with extra clone flags (namespaces, CLONE_PARENT). Returns 0 in the child.
+/// fork(2) with extra clone flags (CLONE_PARENT). Returns 0 in the child.
 ///
 /// A raw clone without a new stack behaves like fork: the child continues on a copy of the
-/// caller's stack.
+/// caller's stack. It skips libc's atfork handlers, so only single-threaded processes (the
+/// runtime's own helper children) call it.
 pub(crate) fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, RuntimeError> {
     let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: no CLONE_VM, so the child gets its own copy of memory and stack, like fork();
@@ -22,6 +23,26 @@ pub(crate) fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, RuntimeEr
         return Err(RuntimeError::last_os("clone"));
     }
     Ok(pid as libc::pid_t)
+}
+
+/// fork(2) through libc, so its atfork handlers run (malloc locks stay consistent in the child
+/// even when the caller has other threads). Returns 0 in the child.
+pub(crate) fn fork() -> Result<libc::pid_t, RuntimeError> {
+    // SAFETY: the child only runs runtime code before exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::last_os("fork"));
+    }
+    Ok(pid)
+}
+
+/// unshare(2) of `flags`.
+pub(crate) fn unshare(flags: libc::c_int) -> Result<(), RuntimeError> {
+    // SAFETY: unshare takes only flags.
+    if flags != 0 && unsafe { libc::unshare(flags) } < 0 {
+        return Err(RuntimeError::last_os("unshare"));
+    }
+    Ok(())
 }
 
 /// A close-on-exec pipe: (read end, write end).
