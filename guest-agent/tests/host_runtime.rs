@@ -588,3 +588,35 @@ fn user_namespace_maps_root() {
     assert!(out.lines().any(|l| l == "0"), "{out}");
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
 }
+
+#[test]
+fn hooks_get_the_state_and_a_failing_one_undoes_create() {
+    require_root!();
+    let _g = serial();
+    let out = state_root("hooks-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (pre, post) = (out.join("prestart.json"), out.join("poststop.json"));
+    let hook = |file: &Path| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())]});
+    let (pre_hook, post_hook) = (hook(&pre), hook(&post));
+    let bundle = bundle("hooks", args(&["true"]), |v| {
+        v["hooks"] = serde_json::json!({"prestart": [pre_hook], "poststop": [post_hook]});
+    });
+    let rt = Runtime::new(state_root("hooks")).unwrap();
+    let (exit, _, _) = run(&rt, "hooks", &bundle);
+    assert_eq!(exit.code, Some(0));
+    let pre: serde_json::Value = serde_json::from_slice(&std::fs::read(&pre).unwrap()).unwrap();
+    assert_eq!(pre["id"], "hooks");
+    assert_eq!(pre["status"], "created");
+    assert!(pre["pid"].as_i64().unwrap() > 0);
+    let post: serde_json::Value = serde_json::from_slice(&std::fs::read(&post).unwrap()).unwrap();
+    assert_eq!(post["status"], "stopped");
+    assert_rejected(
+        "hook-fails",
+        args(&["true"]),
+        |v| {
+            v["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/false"}]});
+        },
+        "hooks.prestart[0]",
+        "/bin/false",
+    );
+}

@@ -263,19 +263,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// The OCI state document (runtime-spec "state" operation).
+/// The OCI state document (runtime-spec "state" operation), plus condo's extras.
 fn oci_state(s: &ContainerState) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "ociVersion": s.oci_version,
-        "id": s.id,
-        "status": s.status,
-        "bundle": s.bundle,
-        "annotations": s.annotations,
-        "created": s.created,
-    });
-    if s.status != condo_agent::runtime::Status::Stopped {
-        v["pid"] = s.pid.into();
-    }
+    let mut v = condo_agent::runtime::hooks::oci_state_json(s);
+    v["created"] = s.created.clone().into();
     if let Some(exit) = &s.exit {
         v["exit"] = serde_json::to_value(exit).unwrap_or_default();
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::cgroups::{self, CGROUP_ROOT};
 use super::devices;
+use super::hooks;
 use super::init::{self, InitFds};
 use super::namespaces;
 use super::plan;
@@ -112,6 +113,7 @@ pub(crate) fn create(
         pid: None,
     };
     let plan = plan::container_plan(&spec, &bundle, &dir)?;
+    hooks::check(&spec)?;
     if plan.process.terminal && io.terminal.is_none() {
         return Err(RuntimeError::spec(
             "process.terminal",
@@ -202,6 +204,9 @@ pub(crate) fn create(
         exit: None,
     };
     state_store::save(root, &state)?;
+    for phase in ["createRuntime", "prestart"] {
+        hooks::run(phase, &hooks::of(spec.hooks(), phase), &state)?;
+    }
     undo.dir = None;
     undo.cgroup = None;
     undo.pid = None;

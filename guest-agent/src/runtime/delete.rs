@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
+use super::hooks;
 use super::state::state;
-use super::{cgroups, namespaces, state_store, RuntimeError, Status};
+use super::validate::load_bundle_spec;
+use super::{cgroups, namespaces, state_store, ContainerState, RuntimeError, Status};
 
 const KILL_TIMEOUT_MS: i32 = 10_000;
 
@@ -34,5 +36,17 @@ pub(crate) fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeEr
         cgroups::remove(cg)?;
     }
     let dir = state_store::container_dir(root, id);
-    std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("remove state directory", dir, e))
+    std::fs::remove_dir_all(&dir)
+        .map_err(|e| RuntimeError::io("remove state directory", dir, e))?;
+    // The spec: a failing poststop hook is a warning; the container is gone either way.
+    if let Ok(spec) = load_bundle_spec(&st.bundle) {
+        let stopped = ContainerState {
+            status: Status::Stopped,
+            ..st
+        };
+        if let Err(e) = hooks::run("poststop", &hooks::of(spec.hooks(), "poststop"), &stopped) {
+            eprintln!("condo-runtime: warning: {e}");
+        }
+    }
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod delete;
 pub mod devices;
 mod error;
 mod exec;
+pub mod hooks;
 mod init;
 mod kill;
 pub mod mounts;

@@ -4,9 +4,11 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
+use super::hooks;
 use super::namespaces;
 use super::state::state;
 use super::state_store::{self, EXEC_FIFO};
+use super::validate::load_bundle_spec;
 use super::{RuntimeError, Status};
 
 /// How long the init may take to answer once the fifo is open (it is already blocked on it).
@@ -55,5 +57,12 @@ pub(crate) fn start(root: &Path, id: &str) -> Result<(), RuntimeError> {
     }
     std::fs::remove_file(&fifo_path).map_err(|e| RuntimeError::io("remove", fifo_path, e))?;
     st.status = Status::Running;
-    state_store::save(root, &st)
+    state_store::save(root, &st)?;
+    // The spec: a failing poststart hook is a warning; the container keeps running.
+    if let Ok(spec) = load_bundle_spec(&st.bundle) {
+        if let Err(e) = hooks::run("poststart", &hooks::of(spec.hooks(), "poststart"), &st) {
+            eprintln!("condo-runtime: warning: {e}");
+        }
+    }
+    Ok(())
 }
