@@ -10,6 +10,7 @@ use super::{cgroups, namespaces, state_store, ContainerState, RuntimeError, Stat
 const KILL_TIMEOUT_MS: i32 = 10_000;
 
 pub(crate) fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeError> {
+    let lock = state_store::lock(root, id)?;
     let st = state(root, id)?;
     if st.status != Status::Stopped {
         if !force {
@@ -38,6 +39,7 @@ pub(crate) fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeEr
     let dir = state_store::container_dir(root, id);
     std::fs::remove_dir_all(&dir)
         .map_err(|e| RuntimeError::io("remove state directory", dir, e))?;
+    drop(lock);
     // The spec: a failing poststop hook is a warning; the container is gone either way.
     if let Ok(spec) = load_bundle_spec(&st.bundle) {
         let stopped = ContainerState {

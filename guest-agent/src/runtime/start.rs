@@ -15,6 +15,7 @@ use super::{RuntimeError, Status};
 const START_TIMEOUT_MS: i32 = 10_000;
 
 pub(crate) fn start(root: &Path, id: &str) -> Result<(), RuntimeError> {
+    let _lock = state_store::lock(root, id)?;
     let mut st = state(root, id)?;
     if st.status != Status::Created {
         return Err(RuntimeError::WrongState {

@@ -62,8 +62,15 @@ pub(crate) fn record_exit(
             .filter(|s| s.pid == pid)
             .collect(),
     };
-    let Some(mut state) = states.into_iter().next() else {
+    let Some(found) = states.into_iter().next() else {
         return known;
+    };
+    let Ok(_lock) = state_store::lock(root, &found.id) else {
+        return Some(found.id);
+    };
+    // Re-read under the lock: `start` may have saved in between.
+    let Ok(mut state) = state_store::load(root, &found.id) else {
+        return Some(found.id);
     };
     if state.pid == pid && state.exit.is_none() {
         let oom = status.signal == Some(libc::SIGKILL)

@@ -37,6 +37,33 @@ pub(crate) fn container_dir(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
 
+/// An exclusive flock(2) on a container's state directory, held while its state is read,
+/// changed and written (start vs a concurrent record_exit, CLI vs agent).
+#[derive(Debug)]
+pub(crate) struct StateLock(#[allow(dead_code)] std::fs::File);
+
+pub(crate) fn lock(root: &Path, id: &str) -> Result<StateLock, RuntimeError> {
+    validate_id(id)?;
+    let dir = container_dir(root, id);
+    let file = match std::fs::File::open(&dir) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RuntimeError::NotFound(id.to_string()))
+        }
+        Err(e) => return Err(RuntimeError::io("open state directory", dir, e)),
+    };
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } == 0 {
+            return Ok(StateLock(file));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(RuntimeError::io("lock state directory", dir, err));
+        }
+    }
+}
+
 pub(crate) fn load(root: &Path, id: &str) -> Result<ContainerState, RuntimeError> {
     validate_id(id)?;
     let path = container_dir(root, id).join(STATE_FILE);
