@@ -620,3 +620,27 @@ fn hooks_get_the_state_and_a_failing_one_undoes_create() {
         "/bin/false",
     );
 }
+
+#[test]
+fn cli_run_forwards_signals_to_the_container() {
+    require_root!();
+    let _g = serial();
+    use std::io::BufRead;
+    let script = "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.05; done";
+    let bundle = bundle("fwd", sh(script), |_| {});
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_condo-runtime"))
+        .arg("--root")
+        .arg(state_root("fwd"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("fwd")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(cli.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // SAFETY: kill only sends a signal to our child.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
+    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    assert_eq!(cli.wait().unwrap().code(), Some(9));
+}

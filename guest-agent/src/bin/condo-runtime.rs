@@ -329,6 +329,7 @@ fn run_container(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> R
     if detach {
         return Ok(0);
     }
+    forward_signals(state.pid);
     let exit = rt.wait_child(state.pid)?;
     if !keep {
         rt.delete(&args.id, true)?;
@@ -337,6 +338,38 @@ fn run_container(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> R
         eprintln!("condo-runtime: container {} was OOM-killed", args.id);
     }
     Ok(exit.shell_code())
+}
+
+/// Forwards the usual terminal and job-control signals sent to us to the container's init,
+/// as runc does in the foreground (a thread sigwait()s for them; they are blocked here).
+fn forward_signals(pid: i32) {
+    const FORWARDED: [i32; 7] = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+    ];
+    // SAFETY: sigset_t is plain old data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t; the mask applies to this thread and threads it spawns.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    std::thread::spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: set and sig are valid for the call; sigwait only reads set.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            // SAFETY: kill only sends a signal.
+            unsafe { libc::kill(pid, sig) };
+        }
+    });
 }
 
 fn exec(rt: &Runtime, args: &ExecArgs) -> Result<i32> {
@@ -348,6 +381,7 @@ fn exec(rt: &Runtime, args: &ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
+    forward_signals(pid);
     Ok(rt.wait_child(pid)?.shell_code())
 }
 
