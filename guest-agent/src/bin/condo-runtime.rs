@@ -322,6 +322,10 @@ fn create(rt: &Runtime, args: &CreateArgs) -> Result<ContainerState> {
 
 fn run_container(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
     let state = create(rt, args)?;
+    if !detach {
+        // Before start: a signal sent once the container runs must already be forwarded.
+        forward_signals(state.pid);
+    }
     if let Err(e) = rt.start(&args.id) {
         let _ = rt.delete(&args.id, true);
         return Err(e.into());
@@ -329,7 +333,6 @@ fn run_container(rt: &Runtime, args: &CreateArgs, detach: bool, keep: bool) -> R
     if detach {
         return Ok(0);
     }
-    forward_signals(state.pid);
     let exit = rt.wait_child(state.pid)?;
     if !keep {
         rt.delete(&args.id, true)?;
