@@ -2,24 +2,45 @@
 //! `condo-runtime` CLI directly on a host.
 //!
 //! # API for the agent (stable contract)
-//! - [`Runtime::new`]`(root)`: state lives under `root/<id>/` (state.json, exec.fifo).
-//! - [`Runtime::create`]`(id, bundle, io)`: reads `bundle/config.json`, forks the container init
-//!   **as a direct child of the caller** (so PID 1 reaps it); the init sets everything up and
-//!   blocks until [`Runtime::start`]. On error nothing is left behind.
+//! - [`Runtime::new`]`(root)`: state lives under `root/<id>/` (state.json, exec.fifo), each
+//!   container's read-modify-write under an flock of its directory (safe across threads and
+//!   processes: `start` and a concurrent `record_exit` never lose an update).
+//! - [`Runtime::create`]`(id, bundle, io)`: reads `bundle/config.json`, forks (through libc, so
+//!   a multi-threaded caller is fine) a helper that unshares the namespaces and clones the
+//!   container init with CLONE_PARENT: **the init is a direct child of the caller** (PID 1
+//!   reaps it). The init sets everything up and blocks until [`Runtime::start`]. On error
+//!   nothing is left behind (no process, mount, cgroup or state file). createRuntime/prestart
+//!   hooks run before it returns.
 //! - [`Runtime::exec`]`(id, process, io)`: runs another process in the container; it is also a
-//!   direct child of the caller (CLONE_PARENT); returns its host pid once it has exec'd.
+//!   direct child of the caller; returns its host pid once it has exec'd (a missing binary is
+//!   an error here, not an exit code).
 //! - [`Runtime::kill`], [`Runtime::delete`]`(id, force)`, [`Runtime::state`], [`Runtime::list`],
-//!   [`Runtime::stats`] (cgroup v2 figures; zeros/None without a cgroup).
+//!   [`Runtime::stats`] (cgroup v2 figures; `Stats::default()` without a cgroup).
 //! - [`Runtime::record_exit`]`(pid, status)`: the reaper (the agent) calls it for every reaped
 //!   child; it returns the container id when the pid was a container init or exec'd process and
 //!   records the init's exit (with `oom_killed` from memory.events) in the state, which
 //!   [`Runtime::state`] then reports in `exit`.
+//! - [`Runtime::wait_child`]`(pid)`: waitpid + record_exit, for callers that are not a global
+//!   reaper (the CLI).
 //! - Stdio: [`ProcessIo`]; `None` = /dev/null; `terminal` = console socket (pty master sent
 //!   over SCM_RIGHTS when `process.terminal` is true).
-//! - The runtime never waits for children itself except in [`Runtime::wait_child`], a helper for
-//!   callers that are the parent and not a global reaper (the CLI).
+//! - Errors: [`RuntimeError`]; `InvalidSpec`/`BundleConfig`/`InvalidId` are the caller's fault,
+//!   `AlreadyExists`/`NotFound`/`WrongState` are lifecycle errors, `Child` carries the message
+//!   the container init or exec'd process reported (it names the spec field when it is one).
 //!
-//! Defaults equal to Docker's (capabilities, seccomp, masked paths) are in [`defaults`].
+//! # Where it runs
+//! - cgroup v2 only: a cgroup per container (`condo/<id>`, or `linux.cgroupsPath`) with
+//!   memory/pids/cpu/io limits and an eBPF device program. On a host without v2 controllers
+//!   (v1/v2 hybrid) limits are refused with an error naming the controller, and a container
+//!   without limits runs without a cgroup of its own (and so without a device cgroup).
+//! - On an initramfs root (a guest before switch_root) pivot_root is impossible; the runtime
+//!   then moves the new root over "/" and chroots (runc's --no-pivot).
+//! - The guest kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF for the device cgroup:
+//!   creating a container with a cgroup fails closed without them.
+//!
+//! Defaults equal to Docker's (capabilities, seccomp, masked paths) are in [`defaults`];
+//! the writable overlay over a read-only image is asked with the annotation
+//! [`OVERLAY_ANNOTATION`] (`"state"` = under the state directory, or a host directory).
 
 pub mod capabilities;
 pub mod cgroups;
@@ -50,6 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use error::RuntimeError;
+pub use plan::OVERLAY_ANNOTATION;
 pub use types::{ContainerState, ExitStatus, ProcessIo, Stats, Status};
 
 /// Default state root of the host CLI.
