@@ -122,7 +122,7 @@ struct ExecArgs {
     cwd: Option<PathBuf>,
     #[arg(short, long)]
     env: Vec<String>,
-    /// UID[:GID]
+    /// `UID[:GID]`
     #[arg(short, long)]
     user: Option<String>,
     #[arg(short, long)]

@@ -104,6 +104,56 @@ pub fn join_in_root(root: &Path, dest: &Path, field: &str) -> Result<PathBuf, Ru
     Ok(out)
 }
 
+/// `dest` under `root` with symlinks in the image resolved *inside* `root` (an absolute link
+/// target restarts at `root`, ".." stops at it), so a hostile image cannot aim a mount or a
+/// device node at a host path.
+pub fn secure_join(sys: &dyn Syscall, root: &Path, dest: &Path) -> Result<PathBuf, RuntimeError> {
+    let mut current = PathBuf::new();
+    let mut queue: std::collections::VecDeque<std::ffi::OsString> = dest
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(part) = queue.pop_front() {
+        if part == ".." {
+            current.pop();
+            continue;
+        }
+        let candidate = current.join(&part);
+        match sys.read_link(&root.join(&candidate)) {
+            Some(target) => {
+                links += 1;
+                if links > 40 {
+                    return Err(RuntimeError::Setup(format!(
+                        "too many symlinks resolving {} in {}",
+                        dest.display(),
+                        root.display()
+                    )));
+                }
+                if target.is_absolute() {
+                    current.clear();
+                }
+                let mut resolved: std::collections::VecDeque<std::ffi::OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(p) => Some(p.to_os_string()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                resolved.extend(queue);
+                queue = resolved;
+            }
+            None => current = candidate,
+        }
+    }
+    Ok(root.join(current))
+}
+
 /// Mount flags and data of OCI mount `options`: (flags, propagation, data, bind).
 pub fn parse_options(options: &[String]) -> (libc::c_ulong, libc::c_ulong, Option<String>, bool) {
     let (mut flags, mut propagation, mut bind) = (0, 0, false);
@@ -244,7 +294,7 @@ fn mount_overlay(sys: &dyn Syscall, image: &Path, dir: &Path) -> Result<PathBuf,
 }
 
 fn mount_entry(sys: &dyn Syscall, root: &Path, entry: &MountEntry) -> Result<(), RuntimeError> {
-    let target = join_in_root(root, &entry.destination, "mounts")?;
+    let target = secure_join(sys, root, &entry.destination)?;
     let source_is_file = entry.bind
         && entry
             .source
@@ -302,9 +352,9 @@ fn mount_entry(sys: &dyn Syscall, root: &Path, entry: &MountEntry) -> Result<(),
 }
 
 fn create_devices(sys: &dyn Syscall, root: &Path, plan: &RootfsPlan) -> Result<(), RuntimeError> {
-    let dev = root.join("dev");
+    let dev = secure_join(sys, root, Path::new("/dev"))?;
     for node in &plan.devices {
-        let target = join_in_root(root, &node.path, "linux.devices")?;
+        let target = secure_join(sys, root, &node.path)?;
         if plan.bind_devices {
             sys.create_file(&target)
                 .map_err(|e| sys_err("create", &target, e))?;
@@ -544,6 +594,32 @@ mod tests {
             if t == "overlay" && d.contains("lowerdir=/b/rootfs"))
         ));
         assert!(calls.contains(&Call::Chdir("/state/c1/overlay/merged".into())));
+    }
+
+    #[test]
+    fn image_symlinks_cannot_aim_mounts_outside_the_root() {
+        let mut sys = RecordingSyscall::default();
+        let root = Path::new("/b/rootfs");
+        sys.links.insert("/b/rootfs/proc".into(), "/etc".into());
+        sys.links
+            .insert("/b/rootfs/etc".into(), "../../../host".into());
+        sys.links.insert("/b/rootfs/loop".into(), "/loop".into());
+        assert_eq!(
+            secure_join(&sys, root, Path::new("/proc/sys")).unwrap(),
+            PathBuf::from("/b/rootfs/host/sys")
+        );
+        assert_eq!(
+            secure_join(&sys, root, Path::new("/a/../../x")).unwrap(),
+            PathBuf::from("/b/rootfs/x")
+        );
+        let err = secure_join(&sys, root, Path::new("/loop/x")).unwrap_err();
+        assert!(err.to_string().contains("too many symlinks"), "{err}");
+        setup_rootfs(&sys, &plan()).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(calls
+            .iter()
+            .any(|c| matches!(c, Call::Mount { target, fstype: Some(t), .. }
+            if t == "proc" && target == Path::new("/b/rootfs/host"))));
     }
 
     #[test]

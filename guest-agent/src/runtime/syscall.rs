@@ -33,6 +33,8 @@ pub trait Syscall {
     /// `Some(true)` for a directory (symlinks followed), `Some(false)` for anything else
     /// (including a dangling symlink), `None` if absent.
     fn kind(&self, path: &Path) -> Option<bool>;
+    /// The target of `path` when it is a symlink.
+    fn read_link(&self, path: &Path) -> Option<PathBuf>;
     /// ST_* flags of the mount holding `path` (to keep locked flags on remount).
     fn mount_flags(&self, path: &Path) -> io::Result<libc::c_ulong>;
 }
@@ -148,6 +150,10 @@ impl Syscall for RealSyscall {
             .map(|m| m.is_dir())
     }
 
+    fn read_link(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(path).ok()
+    }
+
     fn mount_flags(&self, path: &Path) -> io::Result<libc::c_ulong> {
         let path = cstr(path)?;
         // SAFETY: statvfs is plain old data; zeroed is a valid value.
@@ -191,6 +197,8 @@ pub struct RecordingSyscall {
     pub fail_targets: HashSet<PathBuf>,
     /// pivot_root fails with EINVAL, as on an initramfs root.
     pub pivot_fails: bool,
+    /// Symlinks of the fake filesystem: path → target.
+    pub links: std::collections::HashMap<PathBuf, PathBuf>,
 }
 
 impl RecordingSyscall {
@@ -274,6 +282,9 @@ impl Syscall for RecordingSyscall {
         } else {
             None
         }
+    }
+    fn read_link(&self, path: &Path) -> Option<PathBuf> {
+        self.links.get(path).cloned()
     }
     fn mount_flags(&self, _path: &Path) -> io::Result<libc::c_ulong> {
         Ok(libc::ST_NOSUID)
