@@ -644,3 +644,41 @@ fn cli_run_forwards_signals_to_the_container() {
     assert_eq!(lines.next().unwrap().unwrap(), "got-term");
     assert_eq!(cli.wait().unwrap().code(), Some(9));
 }
+
+#[test]
+fn device_rules_hold_without_cgroup_v2() {
+    require_root!();
+    let _g = serial();
+    let v1 = Path::new(condo_agent::runtime::devices::V1_DEVICES_ROOT);
+    if !condo_agent::runtime::devices::v1_available(v1) {
+        eprintln!("SKIP: no cgroup v1 devices hierarchy (on cgroup v2 the eBPF device program is tested by tests/real-guest/runtime-cgroups.sh)");
+        return;
+    }
+    let bundle = bundle("devices", args(&["sleep", "1000"]), |_| {});
+    let rt = Runtime::new(state_root("devices")).unwrap();
+    let state = rt.create("devices", &bundle, ProcessIo::default()).unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", state.pid)).unwrap();
+    let rel = cgroup
+        .lines()
+        .find_map(|l| l.split_once(":devices:").map(|(_, p)| p.to_string()))
+        .unwrap();
+    assert_eq!(rel, "/condo/devices");
+    let list = std::fs::read_to_string(v1.join("condo/devices/devices.list")).unwrap();
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    for allowed in ["c 1:3 rwm", "c 1:9 rwm", "c 136:* rwm", "c 5:2 rwm"] {
+        assert!(
+            list.lines().any(|l| l == allowed),
+            "{allowed} missing: {list}"
+        );
+    }
+    assert!(
+        !list.lines().any(|l| l.starts_with("b ")),
+        "block devices allowed: {list}"
+    );
+    rt.delete("devices", true).unwrap();
+    rt.wait_child(state.pid).unwrap();
+    assert!(
+        !v1.join("condo/devices").exists(),
+        "devices cgroup left behind"
+    );
+}

@@ -21,6 +21,7 @@ use super::{ContainerState, ProcessIo, RuntimeError, Status};
 struct Undo {
     dir: Option<PathBuf>,
     cgroup: Option<PathBuf>,
+    device_cgroup: Option<PathBuf>,
     pid: Option<libc::pid_t>,
 }
 
@@ -35,6 +36,9 @@ impl Drop for Undo {
         }
         if let Some(cg) = &self.cgroup {
             let _ = cgroups::remove(cg);
+        }
+        if let Some(cg) = &self.device_cgroup {
+            let _ = devices::v1_remove(cg);
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -110,6 +114,7 @@ pub(crate) fn create(
     let mut undo = Undo {
         dir: Some(dir.clone()),
         cgroup: None,
+        device_cgroup: None,
         pid: None,
     };
     let plan = plan::container_plan(&spec, &bundle, &dir)?;
@@ -134,6 +139,9 @@ pub(crate) fn create(
         cgroups::create(cg, cgroup_root)?;
         undo.cgroup = Some(cg.path.clone());
         devices::attach(&cg.path, &device_rules)?;
+    } else if devices::v1_available(Path::new(devices::V1_DEVICES_ROOT)) {
+        let dir = devices::v1_create(Path::new(devices::V1_DEVICES_ROOT), id, &device_rules)?;
+        undo.device_cgroup = Some(dir);
     }
     let fifo_path = dir.join(EXEC_FIFO);
     mkfifo(&fifo_path)?;
@@ -185,6 +193,9 @@ pub(crate) fn create(
     if let Some(cg) = &cgroup {
         cgroups::add_process(&cg.path, pid)?;
     }
+    if let Some(dir) = &undo.device_cgroup {
+        cgroups::add_process(dir, pid)?;
+    }
     release("init")?;
     drop(go_w);
     let report = namespaces::read_to_end(status_r);
@@ -200,6 +211,7 @@ pub(crate) fn create(
         annotations: spec.annotations().clone().unwrap_or_default(),
         created: state_store::now_rfc3339(),
         cgroup: cgroup.map(|c| c.path),
+        device_cgroup: undo.device_cgroup.clone(),
         init_start_time: namespaces::proc_start(pid).map_or(0, |(start, _)| start),
         exit: None,
     };
@@ -209,6 +221,7 @@ pub(crate) fn create(
     }
     undo.dir = None;
     undo.cgroup = None;
+    undo.device_cgroup = None;
     undo.pid = None;
     Ok(state)
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::devices;
 use super::hooks;
 use super::state::state;
 use super::validate::load_bundle_spec;
@@ -35,6 +36,9 @@ pub(crate) fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeEr
     }
     if let Some(cg) = &st.cgroup {
         cgroups::remove(cg)?;
+    }
+    if let Some(cg) = &st.device_cgroup {
+        devices::v1_remove(cg)?;
     }
     let dir = state_store::container_dir(root, id);
     std::fs::remove_dir_all(&dir)

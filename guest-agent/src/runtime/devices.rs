@@ -278,6 +278,92 @@ pub fn attach(cgroup: &Path, rules: &[DeviceRule]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The cgroup v1 devices hierarchy of a v1/v2 hybrid host.
+pub const V1_DEVICES_ROOT: &str = "/sys/fs/cgroup/devices";
+
+/// Whether `root` is a cgroup v1 devices hierarchy (hybrid or v1 host).
+pub fn v1_available(root: &Path) -> bool {
+    root.join("devices.allow").exists() && !super::cgroups::is_cgroup2(root)
+}
+
+/// A rule in cgroup v1 devices syntax ("c 1:3 rwm").
+fn v1_line(rule: &DeviceRule) -> String {
+    let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+    let mut access = String::new();
+    for (bit, c) in [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')] {
+        if rule.access & bit != 0 {
+            access.push(c);
+        }
+    }
+    format!(
+        "{} {}:{} {access}",
+        rule.kind,
+        num(rule.major),
+        num(rule.minor)
+    )
+}
+
+/// On a host without cgroup v2 controllers the devices rules still hold, through the v1
+/// devices controller: `root/condo/<id>` denies everything, then applies `rules` in order.
+pub fn v1_create(
+    root: &Path,
+    id: &str,
+    rules: &[DeviceRule],
+) -> Result<std::path::PathBuf, RuntimeError> {
+    let dir = root.join("condo").join(id);
+    let err = |what: &str, e: std::io::Error| {
+        RuntimeError::Cgroup(format!("{what} {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| err("create", e))?;
+    let write = |file: &str, line: &str| {
+        std::fs::write(dir.join(file), line).map_err(|e| {
+            RuntimeError::Cgroup(format!(
+                "write {line:?} to {}: {e}",
+                dir.join(file).display()
+            ))
+        })
+    };
+    let result = write("devices.deny", "a").and_then(|()| {
+        rules.iter().try_for_each(|rule| {
+            let file = if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(file, &v1_line(rule))
+        })
+    });
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(e);
+    }
+    Ok(dir)
+}
+
+/// Removes a v1 devices cgroup once its processes are gone (waits up to 5 s for them to leave).
+pub fn v1_remove(dir: &Path) -> Result<(), RuntimeError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                // v1 has no "populated" event to wait on: exiting tasks leave within moments.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(RuntimeError::Cgroup(format!(
+                    "remove {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +411,26 @@ mod tests {
         assert_eq!(p.last().unwrap().code, EXIT);
         assert_eq!(p[p.len() - 2], insn(MOV_K64, 0, 0, 0, 0));
         assert_eq!(p.iter().filter(|i| i.code == EXIT).count(), rules.len());
+    }
+
+    #[test]
+    fn v1_lines() {
+        let rule = DeviceRule {
+            kind: 'c',
+            major: Some(136),
+            minor: None,
+            access: ACC_READ | ACC_WRITE,
+            allow: true,
+        };
+        assert_eq!(v1_line(&rule), "c 136:* rw");
+        let all = DeviceRule {
+            kind: 'a',
+            major: None,
+            minor: None,
+            access: 7,
+            allow: false,
+        };
+        assert_eq!(v1_line(&all), "a *:* rwm");
     }
 
     #[test]

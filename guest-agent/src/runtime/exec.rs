@@ -40,10 +40,10 @@ pub(crate) fn exec(
         ));
     }
     let namespaces = namespaces::open_namespaces_of(st.pid)?;
-    let cgroup_procs = match &st.cgroup {
-        Some(cg) => Some(namespaces::open(&cg.join("cgroup.procs"), libc::O_WRONLY)?),
-        None => None,
-    };
+    let mut cgroup_procs = Vec::new();
+    for cg in st.cgroup.iter().chain(st.device_cgroup.iter()) {
+        cgroup_procs.push(namespaces::open(&cg.join("cgroup.procs"), libc::O_WRONLY)?);
+    }
     let (_null, stdio) = stdio_fds(&io)?;
     let (pid_r, pid_w) = namespaces::pipe()?;
     let (status_r, status_w) = namespaces::pipe()?;
@@ -54,7 +54,7 @@ pub(crate) fn exec(
         helper_main(
             &namespaces,
             &plan,
-            cgroup_procs.as_ref(),
+            &cgroup_procs,
             stdio,
             io.terminal.as_ref(),
             pid_w,
@@ -93,7 +93,7 @@ pub(crate) fn exec(
 fn helper_main(
     namespaces: &[(OwnedFd, libc::c_int, std::path::PathBuf)],
     plan: &ProcessPlan,
-    cgroup_procs: Option<&OwnedFd>,
+    cgroup_procs: &[OwnedFd],
     stdio: [i32; 3],
     console: Option<&OwnedFd>,
     mut pid_w: std::fs::File,
@@ -131,11 +131,11 @@ fn helper_main(
 
 fn exec_child(
     plan: &ProcessPlan,
-    cgroup_procs: Option<&OwnedFd>,
+    cgroup_procs: &[OwnedFd],
     stdio: [i32; 3],
     console: Option<&OwnedFd>,
 ) -> Result<std::ffi::CString, RuntimeError> {
-    if let Some(fd) = cgroup_procs {
+    for fd in cgroup_procs {
         // "0" = the writing process itself.
         // SAFETY: writes one byte from a valid buffer to our descriptor.
         if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {

@@ -95,6 +95,9 @@ pub struct ContainerState {
     /// Absolute path of the container's cgroup (v2), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
+    /// The cgroup v1 devices cgroup holding the device rules, on a host without cgroup v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cgroup: Option<PathBuf>,
     /// Start time of the init (field 22 of /proc/PID/stat) to detect pid reuse.
     #[serde(default)]
     pub init_start_time: u64,
