@@ -31,8 +31,9 @@
 //! # Where it runs
 //! - cgroup v2 only: a cgroup per container (`condo/<id>`, or `linux.cgroupsPath`) with
 //!   memory/pids/cpu/io limits and an eBPF device program. On a host without v2 controllers
-//!   (v1/v2 hybrid) limits are refused with an error naming the controller, and a container
-//!   without limits runs without a cgroup of its own (and so without a device cgroup).
+//!   (v1/v2 hybrid) limits are refused with an error naming the controller; a container
+//!   without limits runs without a v2 cgroup, its device rules kept by the v1 devices
+//!   controller (`/sys/fs/cgroup/devices/condo/<id>`).
 //! - On an initramfs root (a guest before switch_root) pivot_root is impossible; the runtime
 //!   then moves the new root over "/" and chroots (runc's --no-pivot).
 //! - The guest kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF for the device cgroup:
