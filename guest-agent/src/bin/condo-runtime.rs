@@ -7,9 +7,18 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
 use clap::{Args, Parser, Subcommand};
 use condo_agent::runtime::defaults::{default_spec, SpecOptions};
 use condo_agent::runtime::{ContainerState, ProcessIo, Runtime, DEFAULT_ROOT};
+
+/// println! that ignores a closed stdout (e.g. `condo-runtime state x | head -1`) instead of
+/// panicking on EPIPE.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -259,7 +268,7 @@ fn run(cli: &Cli) -> Result<i32> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -431,17 +440,20 @@ fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<i32> {
     let states = rt.list()?;
     if quiet {
         for s in &states {
-            println!("{}", s.id);
+            out!("{}", s.id);
         }
     } else if format == "json" {
         print_json(&states.iter().map(oci_state).collect::<Vec<_>>())?;
     } else {
-        println!(
+        out!(
             "{:<24} {:<8} {:<10} {:<22} BUNDLE",
-            "ID", "PID", "STATUS", "CREATED"
+            "ID",
+            "PID",
+            "STATUS",
+            "CREATED"
         );
         for s in &states {
-            println!(
+            out!(
                 "{:<24} {:<8} {:<10} {:<22} {}",
                 s.id,
                 s.pid,
@@ -574,6 +586,6 @@ fn probe() {
         ]
     };
     for (name, errno) in results {
-        println!("{name}={errno}");
+        out!("{name}={errno}");
     }
 }
