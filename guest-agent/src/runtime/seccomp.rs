@@ -198,6 +198,11 @@ mod tests {
         let profile = super::super::defaults::default_seccomp().unwrap();
         let compiled = compile(&profile).unwrap();
         assert_eq!(compiled.programs.len(), 2, "base + ENOSYS");
+        eprintln!(
+            "default profile: {} + {} BPF instructions",
+            compiled.programs[0].len(),
+            compiled.programs[1].len()
+        );
         // The ENOSYS filter only names clone3: a handful of instructions.
         assert!(
             compiled.programs[1].len() < 20,
