@@ -682,3 +682,48 @@ fn device_rules_hold_without_cgroup_v2() {
         "devices cgroup left behind"
     );
 }
+
+/// Waits (bounded) for child `pid` to exit, then reaps it through the runtime.
+fn wait_exit_within(rt: &Runtime, pid: i32, secs: i32) -> ExitStatus {
+    // SAFETY: pidfd_open has no pointer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open({pid})");
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is valid for the call; fd is closed right after.
+    let ready = unsafe { libc::poll(&mut pfd, 1, secs * 1000) };
+    // SAFETY: closing the pidfd we opened.
+    unsafe { libc::close(fd) };
+    assert_eq!(ready, 1, "pid {pid} still running after {secs}s");
+    rt.wait_child(pid).unwrap()
+}
+
+#[test]
+fn kill_all_reaches_exec_processes() {
+    require_root!();
+    let _g = serial();
+    let bundle = bundle("killall", args(&["sleep", "1000"]), |_| {});
+    let rt = Runtime::new(state_root("killall")).unwrap();
+    let init = rt.create("killall", &bundle, ProcessIo::default()).unwrap();
+    rt.start("killall").unwrap();
+    let extra = rt
+        .exec(
+            "killall",
+            &exec_process(&["sleep", "1000"]),
+            ProcessIo::default(),
+        )
+        .unwrap();
+    // SIGTERM: the exec'd sleep dies of it; the init (PID 1 of its namespace, no handler) is
+    // immune, so only kill_all can have reached the exec'd process.
+    rt.kill_all("killall", libc::SIGTERM).unwrap();
+    assert_eq!(wait_exit_within(&rt, extra, 10).signal, Some(libc::SIGTERM));
+    assert_eq!(rt.state("killall").unwrap().status, Status::Running);
+    rt.delete("killall", true).unwrap();
+    assert_eq!(
+        wait_exit_within(&rt, init.pid, 10).signal,
+        Some(libc::SIGKILL)
+    );
+}

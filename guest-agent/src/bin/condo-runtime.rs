@@ -81,8 +81,8 @@ enum Command {
     Kill {
         id: String,
         signal: Option<String>,
-        /// Accepted for runc compatibility.
-        #[arg(short, long, hide = true)]
+        /// Signal every process of the container, not only its init.
+        #[arg(short, long)]
         all: bool,
     },
     /// Delete a container (must be stopped unless --force).
@@ -239,9 +239,13 @@ fn run(cli: &Cli) -> Result<i32> {
             print_json(&oci_state(&runtime()?.state(id)?))?;
             Ok(0)
         }
-        Command::Kill { id, signal, .. } => {
+        Command::Kill { id, signal, all } => {
             let signal = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
-            runtime()?.kill(id, signal)?;
+            if *all {
+                runtime()?.kill_all(id, signal)?;
+            } else {
+                runtime()?.kill(id, signal)?;
+            }
             Ok(0)
         }
         Command::Delete { force, id } => {

@@ -68,6 +68,7 @@ mod types;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -90,7 +91,11 @@ impl Runtime {
     /// Opens (creating it if needed) the state root `root`.
     pub fn new(root: impl Into<PathBuf>) -> Result<Runtime, RuntimeError> {
         let root = root.into();
-        std::fs::create_dir_all(&root)
+        // Private: exec.fifo inside must not be reachable by other users.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
             .map_err(|e| RuntimeError::io("create state root", &root, e))?;
         Ok(Runtime {
             root,
@@ -135,6 +140,11 @@ impl Runtime {
     /// Sends `signal` to the container's init.
     pub fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
         kill::kill(&self.root, id, signal)
+    }
+
+    /// Sends `signal` to every process of the container (its cgroup's members).
+    pub fn kill_all(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        kill::kill_all(&self.root, id, signal)
     }
 
     /// Deletes a stopped container (any container with `force`, killing it first).
