@@ -25,7 +25,7 @@ fn run(rt: &Runtime, id: &str, bundle: &Path) -> (ExitStatus, String, String) {
     };
     let state = rt.create(id, bundle, io).unwrap();
     rt.start(id).unwrap();
-    let exit = rt.wait_child(state.pid).unwrap();
+    let exit = wait_exit_within(&rt, state.pid, 30);
     let (out, err) = (read_all(out_r), read_all(err_r));
     rt.delete(id, false).unwrap();
     (exit, out, err)
@@ -219,7 +219,7 @@ fn signals_propagate_and_kill_rules_hold() {
     rt.start("sig").unwrap();
     assert_eq!(rt.state("sig").unwrap().status, Status::Running);
     rt.kill("sig", libc::SIGKILL).unwrap();
-    let exit = rt.wait_child(state.pid).unwrap();
+    let exit = wait_exit_within(&rt, state.pid, 30);
     assert_eq!(exit.signal, Some(libc::SIGKILL));
     assert_eq!(exit.shell_code(), 137);
     let st = rt.state("sig").unwrap();
@@ -260,7 +260,7 @@ fn lifecycle_errors_follow_the_spec() {
     ));
     assert_eq!(rt.list().unwrap().len(), 1);
     rt.delete("life", true).unwrap();
-    let exit = rt.wait_child(state.pid).unwrap();
+    let exit = wait_exit_within(&rt, state.pid, 30);
     assert_eq!(exit.signal, Some(libc::SIGKILL));
     assert!(matches!(rt.state("life"), Err(RuntimeError::NotFound(_))));
     assert!(rt.list().unwrap().is_empty());
@@ -273,12 +273,12 @@ fn exec_runs_in_the_container() {
     let bundle = bundle("exec", args(&["sleep", "1000"]), |_| {});
     let rt = Runtime::new(state_root("exec")).unwrap();
     let init = rt.create("exec", &bundle, ProcessIo::default()).unwrap();
-    assert!(
-        matches!(
-            rt.exec("exec", &exec_process(&["true"]), ProcessIo::default())
-                .map(|pid| rt.wait_child(pid)),
-            Ok(Ok(_))
-        ),
+    let early = rt
+        .exec("exec", &exec_process(&["true"]), ProcessIo::default())
+        .unwrap();
+    assert_eq!(
+        wait_exit_within(&rt, early, 30).code,
+        Some(0),
         "exec into a created container"
     );
     rt.start("exec").unwrap();
@@ -294,7 +294,7 @@ fn exec_runs_in_the_container() {
             },
         )
         .unwrap();
-    let exit = rt.wait_child(pid).unwrap();
+    let exit = wait_exit_within(&rt, pid, 30);
     let out = read_all(out_r);
     assert_eq!(exit.code, Some(3), "{out}");
     assert!(
@@ -313,7 +313,7 @@ fn exec_runs_in_the_container() {
         .to_string();
     assert!(missing.contains("no-such-binary"), "{missing}");
     rt.delete("exec", true).unwrap();
-    rt.wait_child(init.pid).unwrap();
+    wait_exit_within(&rt, init.pid, 30);
 }
 
 fn exec_process(cmd: &[&str]) -> oci_spec::runtime::Process {
@@ -345,7 +345,7 @@ fn stdin_stdout_stderr_stream() {
     let mut stdin = std::fs::File::from(in_w);
     stdin.write_all(b"one\ntwo\n").unwrap();
     drop(stdin);
-    let exit = rt.wait_child(state.pid).unwrap();
+    let exit = wait_exit_within(&rt, state.pid, 30);
     assert_eq!(exit.code, Some(0));
     assert_eq!(read_all(out_r), "out:one\nout:two\n");
     assert_eq!(read_all(err_r), "err:one\nerr:two\n");
@@ -370,7 +370,7 @@ fn terminal_is_sent_over_the_console_socket() {
     let state = rt.create("tty", &bundle, io).unwrap();
     let master = recv_fd(&ours);
     rt.start("tty").unwrap();
-    let exit = rt.wait_child(state.pid).unwrap();
+    let exit = wait_exit_within(&rt, state.pid, 30);
     assert_eq!(exit.code, Some(0));
     let mut out = Vec::new();
     let mut f = std::fs::File::from(master);
@@ -676,7 +676,7 @@ fn device_rules_hold_without_cgroup_v2() {
         "block devices allowed: {list}"
     );
     rt.delete("devices", true).unwrap();
-    rt.wait_child(state.pid).unwrap();
+    wait_exit_within(&rt, state.pid, 30);
     assert!(
         !v1.join("condo/devices").exists(),
         "devices cgroup left behind"
