@@ -25,7 +25,7 @@ fn run(rt: &Runtime, id: &str, bundle: &Path) -> (ExitStatus, String, String) {
     };
     let state = rt.create(id, bundle, io).unwrap();
     rt.start(id).unwrap();
-    let exit = wait_exit_within(&rt, state.pid, 30);
+    let exit = wait_exit_within(rt, state.pid, 30);
     let (out, err) = (read_all(out_r), read_all(err_r));
     rt.delete(id, false).unwrap();
     (exit, out, err)
