@@ -117,9 +117,41 @@ pub(crate) fn cloexec_from_3() {
     }
 }
 
+/// Default dispositions and an empty mask: ignored signals survive execve, and the caller's
+/// (Rust ignores SIGPIPE; an agent may ignore or block more) must not leak into the container.
+fn reset_signals() {
+    /// struct sigaction as the kernel takes it (glibc's wrapper refuses its own signals 32/33).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: installs SIG_DFL (no handler code) from a valid struct; 8 = sizeof mask.
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &default, 0usize, 8usize) };
+        }
+    }
+    // SAFETY: an empty, initialised set; only this thread's mask changes.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Everything up to (not including) the final seccomp + execve; returns the resolved program.
 /// Runs inside the container (after pivot_root or setns).
 pub(crate) fn prepare(plan: &ProcessPlan) -> Result<CString, RuntimeError> {
+    reset_signals();
     for (resource, soft, hard) in &plan.rlimits {
         let lim = libc::rlimit {
             rlim_cur: *soft,
