@@ -160,7 +160,15 @@ pub(crate) fn prepare(plan: &ProcessPlan) -> Result<CString, RuntimeError> {
         // SAFETY: lim is a valid rlimit.
         check(unsafe { libc::setrlimit(*resource, &lim) }, "setrlimit")?;
     }
-    if let Some(adj) = plan.oom_score_adj {
+    let inherited: Option<i32> = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
+    // Without a value of its own a container must not inherit a caller's OOM immunity (the
+    // agent may protect itself with a negative score); raising needs no privilege.
+    let adj = plan
+        .oom_score_adj
+        .or_else(|| inherited.filter(|v| *v < 0).map(|_| 0));
+    if let Some(adj) = adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| RuntimeError::io("write", "/proc/self/oom_score_adj", e))?;
     }
