@@ -21,7 +21,7 @@ pub struct CgroupPlan {
     /// Controllers that must be enabled for the writes.
     pub controllers: Vec<&'static str>,
     /// (file, value) in order.
-    pub writes: Vec<(&'static str, String)>,
+    pub writes: Vec<(String, String)>,
 }
 
 /// Whether `root` is a cgroup2 mount.
@@ -40,7 +40,7 @@ pub fn is_cgroup2(root: &Path) -> bool {
 /// The limits a resources section asks for, as cgroup v2 writes (controller, field, file, value).
 pub fn limit_writes(
     res: &LinuxResources,
-) -> Result<Vec<(&'static str, &'static str, &'static str, String)>, RuntimeError> {
+) -> Result<Vec<(&'static str, &'static str, String, String)>, RuntimeError> {
     let max = |v: i64| {
         if v < 0 {
             "max".to_string()
@@ -54,7 +54,7 @@ pub fn limit_writes(
             w.push((
                 "memory",
                 "linux.resources.memory.limit",
-                "memory.max",
+                "memory.max".into(),
                 max(limit),
             ));
             if let Some(swap) = mem.swap() {
@@ -72,7 +72,7 @@ pub fn limit_writes(
                 w.push((
                     "memory",
                     "linux.resources.memory.swap",
-                    "memory.swap.max",
+                    "memory.swap.max".into(),
                     max(swap_only),
                 ));
             }
@@ -81,7 +81,7 @@ pub fn limit_writes(
             w.push((
                 "memory",
                 "linux.resources.memory.reservation",
-                "memory.low",
+                "memory.low".into(),
                 max(low),
             ));
         }
@@ -91,7 +91,7 @@ pub fn limit_writes(
         w.push((
             "pids",
             "linux.resources.pids.limit",
-            "pids.max",
+            "pids.max".into(),
             if limit <= 0 {
                 "max".into()
             } else {
@@ -109,7 +109,7 @@ pub fn limit_writes(
             w.push((
                 "cpu",
                 "linux.resources.cpu.quota",
-                "cpu.max",
+                "cpu.max".into(),
                 format!("{quota} {period}"),
             ));
         }
@@ -118,7 +118,7 @@ pub fn limit_writes(
             w.push((
                 "cpu",
                 "linux.resources.cpu.shares",
-                "cpu.weight",
+                "cpu.weight".into(),
                 weight.to_string(),
             ));
         }
@@ -126,7 +126,7 @@ pub fn limit_writes(
             w.push((
                 "cpuset",
                 "linux.resources.cpu.cpus",
-                "cpuset.cpus",
+                "cpuset.cpus".into(),
                 cpus.clone(),
             ));
         }
@@ -134,7 +134,7 @@ pub fn limit_writes(
             w.push((
                 "cpuset",
                 "linux.resources.cpu.mems",
-                "cpuset.mems",
+                "cpuset.mems".into(),
                 mems.clone(),
             ));
         }
@@ -145,7 +145,7 @@ pub fn limit_writes(
             w.push((
                 "io",
                 "linux.resources.blockIO.weight",
-                "io.weight",
+                "io.weight".into(),
                 format!("default {weight}"),
             ));
         }
@@ -160,11 +160,55 @@ pub fn limit_writes(
                 w.push((
                     "io",
                     "linux.resources.blockIO",
-                    "io.max",
+                    "io.max".into(),
                     format!("{}:{} {key}={}", d.major(), d.minor(), d.rate()),
                 ));
             }
         }
+    }
+    for (i, h) in res.hugepage_limits().iter().flatten().enumerate() {
+        let size = h.page_size();
+        if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(RuntimeError::spec(
+                format!("linux.resources.hugepageLimits[{i}].pageSize"),
+                format!("{size:?} is not a page size like 2MB"),
+            ));
+        }
+        w.push((
+            "hugetlb",
+            "linux.resources.hugepageLimits",
+            format!("hugetlb.{size}.max"),
+            max(h.limit()),
+        ));
+    }
+    for (key, value) in res.unified().iter().flatten() {
+        let field = "linux.resources.unified";
+        let controller = key.split_once('.').map(|(c, _)| c).unwrap_or("");
+        let known = [
+            "memory", "pids", "cpu", "cpuset", "io", "hugetlb", "rdma", "misc",
+        ];
+        let Some(controller) = known.iter().find(|c| **c == controller) else {
+            return Err(RuntimeError::spec(
+                field,
+                format!("{key:?} is not a file of a known cgroup v2 controller"),
+            ));
+        };
+        if key.contains('/') || key.contains("..") {
+            return Err(RuntimeError::spec(
+                field,
+                format!("{key:?} is not a cgroup file name"),
+            ));
+        }
+        w.push((controller, field, key.clone(), value.clone()));
+    }
+    if res.network().is_some() {
+        return Err(RuntimeError::spec(
+            "linux.resources.network",
+            "net_cls/net_prio are cgroup v1 only; not supported",
+        ));
+    }
+    if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(RuntimeError::spec("linux.resources.rdma", "not supported"));
     }
     Ok(w)
 }
@@ -264,7 +308,7 @@ pub fn create(plan: &CgroupPlan, root: &Path) -> Result<(), RuntimeError> {
     for (file, value) in &plan.writes {
         let path = plan.path.join(file);
         // Without swap accounting there is no memory.swap.max; "no swap" then holds anyway.
-        if *file == "memory.swap.max" && value == "0" && !path.exists() {
+        if file == "memory.swap.max" && value == "0" && !path.exists() {
             continue;
         }
         if let Err(e) = write(&path, value) {
@@ -376,12 +420,30 @@ mod tests {
             .into_iter()
             .map(|(_, _, f, v)| (f, v))
             .collect();
+        let w: Vec<(&str, String)> = w.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
         assert!(w.contains(&("memory.max", "67108864".into())));
         assert!(w.contains(&("memory.swap.max", "0".into())));
         assert!(w.contains(&("pids.max", "32".into())));
         assert!(w.contains(&("cpu.max", "50000 100000".into())));
         assert!(w.contains(&("cpu.weight", "39".into())));
         assert!(w.contains(&("io.weight", "default 4950".into())));
+        let extra = resources(json!({
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 1048576}],
+            "unified": {"memory.high": "50000000"}
+        }));
+        let w: Vec<_> = limit_writes(&extra)
+            .unwrap()
+            .into_iter()
+            .map(|(c, _, f, v)| (c, f, v))
+            .collect();
+        assert!(w.contains(&("hugetlb", "hugetlb.2MB.max".to_string(), "1048576".into())));
+        assert!(w.contains(&("memory", "memory.high".to_string(), "50000000".into())));
+        let bad = resources(json!({"unified": {"../escape": "1"}}));
+        let err = limit_writes(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("linux.resources.unified") && err.contains("../escape"),
+            "{err}"
+        );
     }
 
     #[test]
