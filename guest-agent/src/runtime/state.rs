@@ -84,3 +84,66 @@ pub(crate) fn record_exit(
     }
     Some(state.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(root: &Path, id: &str, pid: i32) -> ContainerState {
+        let state = ContainerState {
+            oci_version: "1.0.2".into(),
+            id: id.into(),
+            status: Status::Running,
+            pid,
+            bundle: "/b".into(),
+            annotations: Default::default(),
+            created: state_store::now_rfc3339(),
+            cgroup: None,
+            device_cgroup: None,
+            init_start_time: 1,
+            exit: None,
+        };
+        std::fs::create_dir_all(state_store::container_dir(root, id)).unwrap();
+        state_store::save(root, &state).unwrap();
+        state
+    }
+
+    #[test]
+    fn exits_are_recorded_once_and_found_by_pid() {
+        let root = std::env::temp_dir().join(format!("condo-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        stored(&root, "a", 4_000_001);
+        stored(&root, "b", 4_000_002);
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(9),
+            oom_killed: false,
+        };
+        assert_eq!(
+            record_exit(&root, 4_000_002, killed, None),
+            Some("b".into())
+        );
+        let b = state(&root, "b").unwrap();
+        assert_eq!(b.status, Status::Stopped);
+        assert_eq!(b.exit, Some(killed));
+        // A second report (e.g. a reused pid) does not overwrite the first.
+        let later = ExitStatus {
+            code: Some(0),
+            signal: None,
+            oom_killed: false,
+        };
+        assert_eq!(record_exit(&root, 4_000_002, later, None), Some("b".into()));
+        assert_eq!(state(&root, "b").unwrap().exit, Some(killed));
+        // Unknown pids belong to no container; a known exec'd pid keeps its container.
+        assert_eq!(record_exit(&root, 4_000_003, later, None), None);
+        assert_eq!(
+            record_exit(&root, 4_000_004, later, Some("a".into())),
+            Some("a".into())
+        );
+        assert_eq!(state_store::load(&root, "a").unwrap().exit, None);
+        // A pid that is not alive (or not the recorded process) reads as stopped.
+        assert_eq!(state(&root, "a").unwrap().status, Status::Stopped);
+        assert_eq!(list(&root).unwrap().len(), 2);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
