@@ -189,7 +189,7 @@ struct SpecArgs {
     /// Maximum number of pids (cgroup v2).
     #[arg(long)]
     pids: Option<i64>,
-    /// Accepted for runc compatibility (rootless specs are not generated).
+    /// Refused with a pointer to --userns (runc's rootless spec is not generated).
     #[arg(long, hide = true)]
     rootless: bool,
 }
@@ -471,6 +471,9 @@ fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<i32> {
 }
 
 fn spec(args: &SpecArgs) -> Result<i32> {
+    if args.rootless {
+        bail!("--rootless specs are not generated; use --userns HOSTID for a user namespace");
+    }
     let opts = SpecOptions {
         args: args.args.clone(),
         terminal: args.terminal,
