@@ -14,7 +14,8 @@
 //! - [`Runtime::exec`]`(id, process, io)`: runs another process in the container; it is also a
 //!   direct child of the caller; returns its host pid once it has exec'd (a missing binary is
 //!   an error here, not an exit code).
-//! - [`Runtime::kill`], [`Runtime::delete`]`(id, force)`, [`Runtime::state`], [`Runtime::list`],
+//! - [`Runtime::kill`] (the init), [`Runtime::kill_all`] (every member of the container's
+//!   cgroup), [`Runtime::delete`]`(id, force)`, [`Runtime::state`], [`Runtime::list`],
 //!   [`Runtime::stats`] (cgroup v2 figures; `Stats::default()` without a cgroup).
 //! - [`Runtime::record_exit`]`(pid, status)`: the reaper (the agent) calls it for every reaped
 //!   child; it returns the container id when the pid was a container init or exec'd process and
