@@ -1,0 +1,94 @@
+//! The guest agent: serves the condo protocol to the host and runs containers through a
+//! [`ContainerBackend`]. As PID 1 of a guest it also sets up the basic mounts and reaps orphans
+//! (see [`init`]).
+//!
+//! Layout: `server` accepts connections and moves frames; `handlers` turns each request into a
+//! `do_*` call (validate, act, map the error, as in the Kata agent); `processes` holds the
+//! processes the agent started and their stdio pipes; `reaper` collects exit statuses.
+
+pub mod backend;
+pub mod cmdline;
+mod events;
+mod handlers;
+pub mod init;
+mod processes;
+pub mod reaper;
+
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use condo_protocol::{ExitStatus, Request, Response};
+
+pub use backend::{BackendError, ContainerBackend, SpawnIo};
+pub use server::{serve, Connection, Listener, ServerLimits};
+
+use events::OomEvents;
+use processes::Processes;
+
+/// Nanoseconds on CLOCK_BOOTTIME, the clock of /proc/uptime (0 = kernel start).
+pub fn boottime_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(time) => {
+            u64::try_from(time.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(time.tv_nsec()).unwrap_or(0)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// State shared by every connection of one agent.
+pub struct Agent<B> {
+    backend: B,
+    processes: Processes,
+    oom_events: OomEvents,
+    /// Where bundles (config.json built from a CreateContainer) are written, one dir per id.
+    bundle_dir: PathBuf,
+    start_ns: u64,
+    ready_ns: AtomicU64,
+}
+
+impl<B: ContainerBackend> Agent<B> {
+    /// `start_ns`: boottime_ns() taken first thing in main.
+    pub fn new(backend: B, bundle_dir: impl Into<PathBuf>, start_ns: u64) -> Self {
+        Agent {
+            backend,
+            processes: Processes::default(),
+            oom_events: OomEvents::default(),
+            bundle_dir: bundle_dir.into(),
+            start_ns,
+            ready_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the agent ready (listening); the time goes into BootTimings.
+    pub fn mark_ready(&self) {
+        self.ready_ns.store(boottime_ns(), Ordering::Relaxed);
+    }
+
+    /// Serves one request. Never panics on any input.
+    pub fn handle(&self, request: Request) -> Response {
+        self.dispatch(request).into()
+    }
+
+    /// Called by the reaper for every child it reaped.
+    pub fn child_exited(&self, pid: i32, status: ExitStatus) {
+        let status = match self.backend.record_exit(pid, status) {
+            Some((container_id, final_status)) => {
+                if final_status.oom_killed {
+                    self.oom_events.push(&container_id);
+                }
+                final_status
+            }
+            None => status,
+        };
+        self.processes.record_exit(pid, status);
+    }
+}
+
+/// Writes one line to the agent's stderr (the console in a guest); never fails or panics.
+pub fn log(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "condo-agent: {args}");
+}
