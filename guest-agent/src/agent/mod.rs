@@ -11,6 +11,7 @@ pub mod cmdline;
 mod events;
 mod handlers;
 pub mod init;
+pub mod launch;
 mod processes;
 pub mod reaper;
 
