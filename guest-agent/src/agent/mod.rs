@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cmdline;
+pub mod ctl;
 mod events;
 mod handlers;
 pub mod init;
