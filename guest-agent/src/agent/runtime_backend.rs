@@ -4,13 +4,21 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use condo_protocol::{ContainerInfo, ContainerStats, ErrorKind, ExitStatus};
+use std::fs::File;
+
+use condo_protocol::{ContainerInfo, ContainerStats, ErrorKind, ErrorReply, ExitStatus};
 
 use super::{BackendError, ContainerBackend, SpawnIo};
 use crate::runtime::{self, ProcessIo, Runtime, RuntimeError};
 
 pub struct RuntimeBackend {
     runtime: Runtime,
+    /// Held by every call that writes a container's state file (create, start, delete,
+    /// record_exit): the reaper's record_exit may run while start is saving the same state,
+    /// and two unsynchronised saves lose one update (a recorded exit overwritten by
+    /// "running").
+    state_lock: Mutex<()>,
+
     /// Pids of the container inits this agent created → container id.
     inits: Mutex<HashMap<i32, String>>,
 }
@@ -20,6 +28,7 @@ impl RuntimeBackend {
     pub fn new(state_root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
         Ok(RuntimeBackend {
             runtime: Runtime::new(state_root)?,
+            state_lock: Mutex::new(()),
             inits: Mutex::new(HashMap::new()),
         })
     }
@@ -60,16 +69,71 @@ fn to_protocol(status: runtime::ExitStatus) -> ExitStatus {
     }
 }
 
+/// Runs `spawn` (a runtime call that clones a process) in a child forked from the agent, and
+/// returns its result.
+///
+/// Why: the runtime clones with a raw clone(2), which skips glibc's fork handlers. In the
+/// multithreaded agent, a child cloned while another thread holds an allocator lock would
+/// deadlock at its first allocation. glibc's fork() resets those locks, and the forked child is
+/// single-threaded, so the runtime's clone is safe there. The processes it makes become the
+/// agent's children again when the helper exits (the agent is PID 1 or a child subreaper).
+fn in_forked_child(
+    spawn: impl FnOnce() -> Result<i32, BackendError>,
+) -> Result<i32, BackendError> {
+    let internal = |what: String| BackendError::new(ErrorKind::Internal, what);
+    let (result_read, result_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|errno| internal(format!("pipe2 for the spawn helper failed: {errno}")))?;
+    // SAFETY: the child runs only `spawn` and then _exit()s without unwinding into the
+    // parent's code; glibc's fork() leaves the allocator usable in the child.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(result_read);
+            let result: Result<i32, ErrorReply> = spawn().map_err(ErrorReply::from);
+            let _ = serde_json::to_writer(File::from(result_write), &result);
+            // SAFETY: _exit ends the helper without running the agent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(result_write);
+            drop(spawn);
+            // Read one JSON value, not to EOF: the processes the helper made inherit the write
+            // end until they exec.
+            let reader = File::from(result_read);
+            let result: Result<i32, ErrorReply> = serde_json::Deserializer::from_reader(reader)
+                .into_iter()
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| internal(format!("spawn helper {child} died without a result")))?;
+            result.map_err(|error| BackendError::new(error.kind, error.message))
+        }
+        Err(errno) => Err(internal(format!("fork of the spawn helper failed: {errno}"))),
+    }
+}
+
+impl RuntimeBackend {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is (): a panic while it was held leaves nothing inconsistent.
+        self.state_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl ContainerBackend for RuntimeBackend {
     fn create(&self, id: &str, bundle: &Path, io: SpawnIo) -> Result<i32, BackendError> {
-        let state = self.runtime.create(id, bundle, process_io(io))?;
+        let _state = self.lock_state();
+        let pid = in_forked_child(|| {
+            let state = self.runtime.create(id, bundle, process_io(io))?;
+            Ok(state.pid)
+        })?;
         if let Ok(mut inits) = self.inits.lock() {
-            inits.insert(state.pid, id.to_owned());
+            inits.insert(pid, id.to_owned());
         }
-        Ok(state.pid)
+        Ok(pid)
     }
 
     fn start(&self, id: &str) -> Result<(), BackendError> {
+        let _state = self.lock_state();
         Ok(self.runtime.start(id)?)
     }
 
@@ -79,7 +143,7 @@ impl ContainerBackend for RuntimeBackend {
         process: &oci_spec::runtime::Process,
         io: SpawnIo,
     ) -> Result<i32, BackendError> {
-        Ok(self.runtime.exec(id, process, process_io(io))?)
+        in_forked_child(|| Ok(self.runtime.exec(id, process, process_io(io))?))
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError> {
@@ -87,6 +151,7 @@ impl ContainerBackend for RuntimeBackend {
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
+        let _state = self.lock_state();
         Ok(self.runtime.delete(id, force)?)
     }
 
@@ -120,6 +185,7 @@ impl ContainerBackend for RuntimeBackend {
             signal: status.signal,
             oom_killed: false,
         };
+        let _state = self.lock_state();
         let container = self.runtime.record_exit(pid, raw);
         let init_of = self.inits.lock().ok()?.remove(&pid)?;
         // The runtime has recorded the init's exit, with the OOM flag, in the state.
