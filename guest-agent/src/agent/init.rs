@@ -88,8 +88,45 @@ pub enum InitError {
         #[source]
         source: std::io::Error,
     },
+    #[error("re-rooting off the initramfs failed at {step}: {errno}")]
+    Reroot { step: &'static str, errno: Errno },
     #[error("sethostname({name:?}) failed: {errno}")]
     Hostname { name: String, errno: Errno },
+}
+
+/// Where PID 1 re-roots itself when it starts from an initramfs (see [`leave_initramfs`]).
+const REROOT_DIR: &str = "/.condo-root";
+
+/// Re-roots PID 1 onto a bind mount of its initramfs. The initramfs root mount has no parent,
+/// and pivot_root(2), which every container's setup uses, refuses to move such a root
+/// (EINVAL); a bind mount of it moved over "/" has one. Costs no copy. No-op on a disk root.
+pub fn leave_initramfs() -> Result<bool, InitError> {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // ramfs (an initramfs without CONFIG_TMPFS); nix names no constant for it.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    let reroot = |step: &'static str| move |errno: Errno| InitError::Reroot { step, errno };
+    let root_type = statfs("/").map_err(reroot("statfs /"))?.filesystem_type();
+    if root_type != RAMFS_MAGIC && root_type != TMPFS_MAGIC {
+        return Ok(false);
+    }
+    match nix::unistd::mkdir(REROOT_DIR, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(errno) => return Err(reroot("mkdir")(errno)),
+    }
+    mount(
+        Some("/"),
+        REROOT_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(reroot("bind mount of /"))?;
+    nix::unistd::chdir(REROOT_DIR).map_err(reroot("chdir"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(reroot("move onto /"))?;
+    nix::unistd::chroot(".").map_err(reroot("chroot"))?;
+    nix::unistd::chdir("/").map_err(reroot("chdir /"))?;
+    Ok(true)
 }
 
 /// Mounts the basic file systems. Keeps going past a failure (a guest with a missing /dev/pts

@@ -70,6 +70,11 @@ pub fn run<B: ContainerBackend>(
             }
         }
         ListenOn::Unix(path) => {
+            if let Some(parent) = path.parent() {
+                if let Err(err) = std::fs::create_dir_all(parent) {
+                    return listen_error(err);
+                }
+            }
             // A socket file left by an earlier run would make bind fail.
             if let Err(err) = std::fs::remove_file(path) {
                 if err.kind() != io::ErrorKind::NotFound {
