@@ -62,3 +62,32 @@ impl OomEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_newer_events_and_times_out_empty() {
+        let events = OomEvents::default();
+        assert!(events.wait_after(0, Duration::from_millis(5)).is_empty());
+        events.push("a");
+        events.push("b");
+        let all = events.wait_after(0, Duration::ZERO);
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        let newer = events.wait_after(1, Duration::ZERO);
+        assert_eq!(newer.len(), 1);
+        assert_eq!(newer[0].container_id, "b");
+    }
+
+    #[test]
+    fn keeps_a_bounded_log() {
+        let events = OomEvents::default();
+        for _ in 0..(MAX_KEPT_EVENTS + 5) {
+            events.push("c");
+        }
+        let kept = events.wait_after(0, Duration::ZERO);
+        assert_eq!(kept.len(), MAX_KEPT_EVENTS);
+        assert_eq!(kept[0].seq, 6);
+    }
+}

@@ -195,3 +195,91 @@ fn entry<'t>(table: &'t Table, process: &ProcessRef) -> Result<&'t ProcessEntry,
         .get(process)
         .ok_or_else(|| ErrorReply::new(ErrorKind::NotFound, format!("no process {process}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXITED_3: ExitStatus = ExitStatus {
+        code: Some(3),
+        signal: None,
+        oom_killed: false,
+    };
+
+    #[test]
+    fn exit_before_registration_is_picked_up() {
+        let processes = Processes::default();
+        processes.record_exit(42, EXITED_3);
+        let exec = ProcessRef::exec("c", "e");
+        processes
+            .register(exec.clone(), 42, ProcessPipes::default())
+            .unwrap();
+        assert_eq!(
+            processes.wait(&exec, Some(Duration::ZERO)),
+            Ok(Some(EXITED_3))
+        );
+    }
+
+    #[test]
+    fn wait_times_out_then_sees_the_exit() {
+        let processes = std::sync::Arc::new(Processes::default());
+        let init = ProcessRef::init("c");
+        processes
+            .register(init.clone(), 7, ProcessPipes::default())
+            .unwrap();
+        let short = Duration::from_millis(10);
+        assert_eq!(processes.wait(&init, Some(short)), Ok(None));
+        let waiter = {
+            let (processes, init) = (processes.clone(), init.clone());
+            std::thread::spawn(move || processes.wait(&init, None))
+        };
+        processes.record_exit(7, EXITED_3);
+        assert_eq!(waiter.join().unwrap(), Ok(Some(EXITED_3)));
+        assert_eq!(
+            processes.live_pid(&init).unwrap_err().kind,
+            ErrorKind::InvalidState
+        );
+    }
+
+    #[test]
+    fn removed_container_wakes_its_waiters_with_not_found() {
+        let processes = std::sync::Arc::new(Processes::default());
+        let init = ProcessRef::init("gone");
+        processes
+            .register(init.clone(), 9, ProcessPipes::default())
+            .unwrap();
+        let waiter = {
+            let (processes, init) = (processes.clone(), init.clone());
+            std::thread::spawn(move || processes.wait(&init, None))
+        };
+        // Either order works: removed before or while the waiter waits.
+        processes.remove_container("gone");
+        assert_eq!(
+            waiter.join().unwrap().unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn unclaimed_exits_are_bounded() {
+        let processes = Processes::default();
+        for pid in 0..(MAX_UNCLAIMED_EXITS as i32 + 10) {
+            processes.record_exit(pid, EXITED_3);
+        }
+        // The oldest were dropped: pid 0 registers as still running.
+        let old = ProcessRef::init("old");
+        processes
+            .register(old.clone(), 0, ProcessPipes::default())
+            .unwrap();
+        assert_eq!(processes.wait(&old, Some(Duration::ZERO)), Ok(None));
+        let recent = ProcessRef::init("recent");
+        let last = MAX_UNCLAIMED_EXITS as i32 + 9;
+        processes
+            .register(recent.clone(), last, ProcessPipes::default())
+            .unwrap();
+        assert_eq!(
+            processes.wait(&recent, Some(Duration::ZERO)),
+            Ok(Some(EXITED_3))
+        );
+    }
+}
