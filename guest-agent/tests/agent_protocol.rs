@@ -38,7 +38,7 @@ fn test_agent() -> &'static TestAgent {
         let socket = dir.join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let agent = Arc::new(Agent::new(
-            FakeBackend::default(),
+            FakeBackend::new(dir.join("cgroups")),
             dir.join("bundles"),
             agent::boottime_ns(),
         ));

@@ -2,7 +2,7 @@
 //! `condo_agent::runtime`; protocol tests use a fake that runs plain host processes.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use condo_protocol::{ContainerInfo, ContainerStats, ErrorKind, ErrorReply, ExitStatus};
 
@@ -56,6 +56,8 @@ pub trait ContainerBackend: Send + Sync + 'static {
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError>;
     fn list(&self) -> Result<Vec<ContainerInfo>, BackendError>;
     fn stats(&self, id: &str) -> Result<ContainerStats, BackendError>;
+    /// The container's cgroup `memory.events` file, to watch for OOM kills (None: no cgroup).
+    fn memory_events(&self, id: &str) -> Option<PathBuf>;
     /// Tells the runtime that a child was reaped. When `pid` was a container's init, returns
     /// that container's id and its final status (the runtime sets `oom_killed`).
     fn record_exit(&self, pid: i32, status: ExitStatus) -> Option<(String, ExitStatus)>;

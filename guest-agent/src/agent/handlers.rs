@@ -131,6 +131,11 @@ impl<B: ContainerBackend> Agent<B> {
         match created {
             Ok((pid, pipes)) => {
                 self.processes.register(init, pid, pipes)?;
+                if let (Some(watcher), Some(path)) =
+                    (&self.oom_watcher, self.backend.memory_events(&container_id))
+                {
+                    watcher.watch(&container_id, path);
+                }
                 Ok(Reply::Spawned { pid })
             }
             Err(error) => {

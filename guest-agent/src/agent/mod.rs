@@ -13,6 +13,7 @@ mod events;
 mod handlers;
 pub mod init;
 pub mod launch;
+mod oom_watch;
 mod processes;
 pub mod reaper;
 
@@ -20,6 +21,7 @@ pub mod server;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use condo_protocol::{ExitStatus, Request, Response};
 
@@ -27,6 +29,7 @@ pub use backend::{BackendError, ContainerBackend, SpawnIo};
 pub use server::{serve, Connection, Listener, ServerLimits};
 
 use events::OomEvents;
+use oom_watch::OomWatcher;
 use processes::Processes;
 
 /// Nanoseconds on CLOCK_BOOTTIME, the clock of /proc/uptime (0 = kernel start).
@@ -44,7 +47,9 @@ pub fn boottime_ns() -> u64 {
 pub struct Agent<B> {
     backend: B,
     processes: Processes,
-    oom_events: OomEvents,
+    oom_events: Arc<OomEvents>,
+    /// None when inotify is unavailable (then only OOM-killed inits are reported).
+    oom_watcher: Option<OomWatcher>,
     /// Where bundles (config.json built from a CreateContainer) are written, one dir per id.
     bundle_dir: PathBuf,
     start_ns: u64,
@@ -54,10 +59,21 @@ pub struct Agent<B> {
 impl<B: ContainerBackend> Agent<B> {
     /// `start_ns`: boottime_ns() taken first thing in main.
     pub fn new(backend: B, bundle_dir: impl Into<PathBuf>, start_ns: u64) -> Self {
+        let oom_events = Arc::new(OomEvents::default());
+        let oom_watcher = match OomWatcher::start(Arc::clone(&oom_events)) {
+            Ok(watcher) => Some(watcher),
+            Err(errno) => {
+                log(format_args!(
+                    "no OOM watcher (inotify: {errno}); only inits' OOM kills are reported"
+                ));
+                None
+            }
+        };
         Agent {
             backend,
             processes: Processes::default(),
-            oom_events: OomEvents::default(),
+            oom_events,
+            oom_watcher,
             bundle_dir: bundle_dir.into(),
             start_ns,
             ready_ns: AtomicU64::new(0),
@@ -78,7 +94,8 @@ impl<B: ContainerBackend> Agent<B> {
     pub fn child_exited(&self, pid: i32, status: ExitStatus) {
         let status = match self.backend.record_exit(pid, status) {
             Some((container_id, final_status)) => {
-                if final_status.oom_killed {
+                // With a watcher, memory.events already reported this kill.
+                if final_status.oom_killed && self.oom_watcher.is_none() {
                     self.oom_events.push(&container_id);
                 }
                 final_status

@@ -179,6 +179,11 @@ impl ContainerBackend for RuntimeBackend {
         })
     }
 
+    fn memory_events(&self, id: &str) -> Option<PathBuf> {
+        let cgroup = self.runtime.state(id).ok()?.cgroup?;
+        Some(cgroup.join("memory.events")).filter(|path| path.exists())
+    }
+
     fn record_exit(&self, pid: i32, status: ExitStatus) -> Option<(String, ExitStatus)> {
         let raw = runtime::ExitStatus {
             code: status.code,

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
@@ -26,9 +26,24 @@ struct FakeContainer {
     sigkill_is_oom: bool,
 }
 
-#[derive(Default)]
 pub struct FakeBackend {
     containers: Mutex<HashMap<String, FakeContainer>>,
+    /// Holds a fake cgroup `memory.events` per container.
+    cgroup_dir: PathBuf,
+}
+
+impl FakeBackend {
+    pub fn new(cgroup_dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&cgroup_dir).unwrap();
+        FakeBackend {
+            containers: Mutex::default(),
+            cgroup_dir,
+        }
+    }
+
+    fn memory_events_path(&self, id: &str) -> PathBuf {
+        self.cgroup_dir.join(format!("{id}.memory.events"))
+    }
 }
 
 fn not_found(id: &str) -> BackendError {
@@ -100,6 +115,7 @@ impl ContainerBackend for FakeBackend {
         if containers.contains_key(id) {
             return Err(BackendError::new(ErrorKind::AlreadyExists, id));
         }
+        std::fs::write(self.memory_events_path(id), "oom 0\noom_kill 0\n").unwrap();
         let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let pid = spawn(&args, io, Some(gate_read))?;
         containers.insert(
@@ -150,6 +166,10 @@ impl ContainerBackend for FakeBackend {
                 format!("{id} stopped"),
             ));
         }
+        if container.sigkill_is_oom && signal == libc::SIGKILL {
+            // What the kernel does for a cgroup OOM kill: count it in memory.events.
+            std::fs::write(self.memory_events_path(id), "oom 1\noom_kill 1\n").unwrap();
+        }
         // SAFETY: kill(2) with a pid of our own child that has not been reaped.
         unsafe { libc::kill(container.pid, signal) };
         Ok(())
@@ -198,6 +218,10 @@ impl ContainerBackend for FakeBackend {
             pids_current: Some(1),
             ..ContainerStats::default()
         })
+    }
+
+    fn memory_events(&self, id: &str) -> Option<PathBuf> {
+        Some(self.memory_events_path(id))
     }
 
     fn record_exit(&self, pid: i32, status: ExitStatus) -> Option<(String, ExitStatus)> {
