@@ -51,6 +51,10 @@ mark "pid1=\$(/bin/busybox cat /proc/1/comm)"
 mark "run rc=\$?"
 \$ctl run --rootfs /rootfs --id c2 -- sh -c 'seq 1 50000 | wc -l; echo to-stderr >&2'
 mark "run2 rc=\$?"
+# A memory limit (pure cgroup v2, controllers delegated by PID 1) OOM-kills the container.
+\$ctl run --rootfs /rootfs --id c3 --memory 33554432 -- dd if=/dev/zero of=/dev/null bs=64M count=1
+mark "oom rc=\$?"
+\$ctl oom-events --timeout-ms 10000
 # An orphan (its parent exits at once): PID 1 must reap it. Wait (bounded) for that.
 /bin/busybox sh -c '/bin/busybox sleep 0 & exit 0'
 i=0
@@ -107,12 +111,17 @@ expect "timings rc=0"
 expect "pid1=condo-agent"
 expect "run rc=7"
 expect "run2 rc=0"
+expect "oom rc=137"
 expect "zombies=0"
 expect "done"
 printf '%s\n' "$console" | grep -q "hello from condo pid 1" ||
     fail "the container's output (its hostname, PID 1 in its namespace) did not reach the console"
 printf '%s\n' "$console" | grep -qx "50000" || fail "the second container's stdout did not arrive"
 printf '%s\n' "$console" | grep -qx "to-stderr" || fail "the second container's stderr did not arrive"
+printf '%s\n' "$console" | grep -q "killed for lack of memory (OOM)" ||
+    fail "the OOM kill was not reported"
+printf '%s\n' "$console" | grep -q "^oom-event seq=1 container=c3$" ||
+    fail "no OOM event for container c3"
 printf '%s\n' "$console" | grep -q "condo-agent: ready on unix socket $sock" ||
     fail "the agent did not report ready"
-echo "PASS: agent as PID 1 served ping, boot timings and two containers (exit code, stdout, stderr); no zombies"
+echo "PASS: agent as PID 1 served ping, boot timings and containers (exit code, stdout, stderr, OOM kill under a memory limit); no zombies"

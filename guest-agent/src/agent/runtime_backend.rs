@@ -77,9 +77,7 @@ fn to_protocol(status: runtime::ExitStatus) -> ExitStatus {
 /// deadlock at its first allocation. glibc's fork() resets those locks, and the forked child is
 /// single-threaded, so the runtime's clone is safe there. The processes it makes become the
 /// agent's children again when the helper exits (the agent is PID 1 or a child subreaper).
-fn in_forked_child(
-    spawn: impl FnOnce() -> Result<i32, BackendError>,
-) -> Result<i32, BackendError> {
+fn in_forked_child(spawn: impl FnOnce() -> Result<i32, BackendError>) -> Result<i32, BackendError> {
     let internal = |what: String| BackendError::new(ErrorKind::Internal, what);
     let (result_read, result_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|errno| internal(format!("pipe2 for the spawn helper failed: {errno}")))?;
@@ -106,7 +104,9 @@ fn in_forked_child(
                 .ok_or_else(|| internal(format!("spawn helper {child} died without a result")))?;
             result.map_err(|error| BackendError::new(error.kind, error.message))
         }
-        Err(errno) => Err(internal(format!("fork of the spawn helper failed: {errno}"))),
+        Err(errno) => Err(internal(format!(
+            "fork of the spawn helper failed: {errno}"
+        ))),
     }
 }
 
