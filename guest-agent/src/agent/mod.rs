@@ -1,10 +1,21 @@
-//! The guest agent: serves the condo protocol to the host and runs containers through a
-//! [`ContainerBackend`]. As PID 1 of a guest it also sets up the basic mounts and reaps orphans
+//! The guest agent: serves the condo protocol (crate `condo-protocol`) to the host and runs
+//! containers through a [`ContainerBackend`]. As PID 1 of a guest it also sets up the machine
 //! (see [`init`]).
 //!
-//! Layout: `server` accepts connections and moves frames; `handlers` turns each request into a
+//! Layout: `server` accepts connections (vsock or Unix, generic over [`Listener`]) and moves
+//! frames, one thread per connection and one per request; `handlers` turns each request into a
 //! `do_*` call (validate, act, map the error, as in the Kata agent); `processes` holds the
-//! processes the agent started and their stdio pipes; `reaper` collects exit statuses.
+//! processes the agent started, their stdio pipes and exit statuses; `reaper` collects every
+//! child's exit (SIGCHLD → `waitpid(-1, WNOHANG)`) and hands it to the runtime and to waiters;
+//! `oom_watch` turns each container's `memory.events` changes into OOM events; `launch` binds
+//! and serves; `ctl` is a small client for debugging and guest tests.
+//!
+//! PID 1 specifics ([`init`]): the basic mounts and a pure cgroup v2 hierarchy with every
+//! controller delegated; re-rooting off the initramfs (pivot_root refuses to move an initramfs
+//! root, and every container needs pivot_root); never exiting (power off instead).
+//!
+//! The real backend (`runtime_backend`) forks a single-threaded helper for each call that
+//! clones a process: the runtime's raw clone(2) is not safe from a multithreaded process.
 
 pub mod backend;
 pub mod cmdline;
