@@ -25,6 +25,12 @@ extern "C" fn on_sigchld(_signal: libc::c_int) {
     }
 }
 
+/// In a child forked from the agent: stop the SIGCHLD handler from writing to the wake-up
+/// pipe, whose descriptor the child is about to close (and may reuse).
+pub fn forget_wake_pipe() {
+    WAKE_FD.store(-1, Ordering::Relaxed);
+}
+
 /// Makes this process the reaper of its orphaned descendants (PID 1 is one already). Needed on
 /// a host so that container processes whose parent exits come back to the agent.
 pub fn become_subreaper() -> io::Result<()> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 
 use condo_protocol::{ContainerInfo, ContainerStats, ErrorKind, ErrorReply, ExitStatus};
 
@@ -77,7 +78,14 @@ fn to_protocol(status: runtime::ExitStatus) -> ExitStatus {
 /// deadlock at its first allocation. glibc's fork() resets those locks, and the forked child is
 /// single-threaded, so the runtime's clone is safe there. The processes it makes become the
 /// agent's children again when the helper exits (the agent is PID 1 or a child subreaper).
-fn in_forked_child(spawn: impl FnOnce() -> Result<i32, BackendError>) -> Result<i32, BackendError> {
+///
+/// The helper closes every descriptor but `keep` (the new process's stdio) first: the agent's
+/// ends of other processes' pipes must not leak into a container init that waits for start,
+/// or those processes would never see end of input.
+fn in_forked_child(
+    keep: &[RawFd],
+    spawn: impl FnOnce() -> Result<i32, BackendError>,
+) -> Result<i32, BackendError> {
     let internal = |what: String| BackendError::new(ErrorKind::Internal, what);
     let (result_read, result_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|errno| internal(format!("pipe2 for the spawn helper failed: {errno}")))?;
@@ -86,6 +94,10 @@ fn in_forked_child(spawn: impl FnOnce() -> Result<i32, BackendError>) -> Result<
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             drop(result_read);
+            super::reaper::forget_wake_pipe();
+            let mut keep = keep.to_vec();
+            keep.push(result_write.as_raw_fd());
+            close_fds_except(&mut keep);
             let result: Result<i32, ErrorReply> = spawn().map_err(ErrorReply::from);
             let _ = serde_json::to_writer(File::from(result_write), &result);
             // SAFETY: _exit ends the helper without running the agent's exit handlers.
@@ -110,6 +122,34 @@ fn in_forked_child(spawn: impl FnOnce() -> Result<i32, BackendError>) -> Result<
     }
 }
 
+/// Closes every descriptor above 2 except those in `keep`.
+fn close_fds_except(keep: &mut Vec<RawFd>) {
+    keep.retain(|fd| *fd > 2);
+    keep.sort_unstable();
+    let mut first: libc::c_uint = 3;
+    for fd in keep.iter().map(|fd| *fd as libc::c_uint) {
+        if fd > first {
+            close_range(first, fd - 1);
+        }
+        first = fd + 1;
+    }
+    close_range(first, libc::c_uint::MAX);
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint) {
+    // SAFETY: close_range(2) only closes descriptors of this (single-threaded helper) process;
+    // nothing in it uses the closed ones afterwards.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+}
+
+fn stdio_fds(io: &SpawnIo) -> Vec<RawFd> {
+    [&io.stdin, &io.stdout, &io.stderr]
+        .into_iter()
+        .flatten()
+        .map(AsRawFd::as_raw_fd)
+        .collect()
+}
+
 impl RuntimeBackend {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
         // The guarded data is (): a panic while it was held leaves nothing inconsistent.
@@ -122,7 +162,7 @@ impl RuntimeBackend {
 impl ContainerBackend for RuntimeBackend {
     fn create(&self, id: &str, bundle: &Path, io: SpawnIo) -> Result<i32, BackendError> {
         let _state = self.lock_state();
-        let pid = in_forked_child(|| {
+        let pid = in_forked_child(&stdio_fds(&io), || {
             let state = self.runtime.create(id, bundle, process_io(io))?;
             Ok(state.pid)
         })?;
@@ -143,7 +183,9 @@ impl ContainerBackend for RuntimeBackend {
         process: &oci_spec::runtime::Process,
         io: SpawnIo,
     ) -> Result<i32, BackendError> {
-        in_forked_child(|| Ok(self.runtime.exec(id, process, process_io(io))?))
+        in_forked_child(&stdio_fds(&io), || {
+            Ok(self.runtime.exec(id, process, process_io(io))?)
+        })
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError> {
