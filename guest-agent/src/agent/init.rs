@@ -190,6 +190,12 @@ pub fn delegate_cgroup_controllers() -> Result<String, InitError> {
     Ok(available.trim().to_owned())
 }
 
+/// Keeps the OOM killer away from PID 1: its death would panic the kernel. (Containers do not
+/// inherit this: the runtime sets each one's own score.)
+pub fn protect_from_oom_killer() -> std::io::Result<()> {
+    fs::write("/proc/self/oom_score_adj", "-1000")
+}
+
 pub fn set_hostname(name: &str) -> Result<(), InitError> {
     nix::unistd::sethostname(name).map_err(|errno| InitError::Hostname {
         name: name.into(),
