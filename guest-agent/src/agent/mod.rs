@@ -27,7 +27,7 @@ pub mod launch;
 mod oom_watch;
 mod processes;
 pub mod reaper;
-
+pub mod runtime_backend;
 pub mod server;
 
 use std::path::PathBuf;
