@@ -1,0 +1,121 @@
+//! The agent's settings from the kernel command line (`condo.port=N`, `condo.hostname=NAME`,
+//! `condo.unix=PATH`), for when it runs as PID 1 and has no other way to be told.
+
+use std::path::PathBuf;
+
+use condo_protocol::DEFAULT_VSOCK_PORT;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    pub vsock_port: u32,
+    pub hostname: String,
+    /// Serve a Unix socket at this path instead of vsock (for guests without a vsock device).
+    pub unix_socket: Option<PathBuf>,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            vsock_port: DEFAULT_VSOCK_PORT,
+            hostname: "condo".into(),
+            unix_socket: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel command line: {param}={value:?}: {reason}")]
+pub struct CmdlineError {
+    pub param: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// Parses the kernel command line. Bad values are returned as errors beside a config that keeps
+/// the default for them, so that PID 1 can log them and still come up.
+pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
+    let mut config = BootConfig::default();
+    let mut errors = Vec::new();
+    for word in cmdline.split_ascii_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        match key {
+            "condo.port" => match value.parse::<u32>() {
+                Ok(port) if port > 0 && port != u32::MAX => config.vsock_port = port,
+                _ => errors.push(CmdlineError {
+                    param: "condo.port",
+                    value: value.into(),
+                    reason: "not a port number in 1..4294967294",
+                }),
+            },
+            "condo.hostname" => {
+                if valid_hostname(value) {
+                    config.hostname = value.into();
+                } else {
+                    errors.push(CmdlineError {
+                        param: "condo.hostname",
+                        value: value.into(),
+                        reason: "not a hostname (1-64 of letters, digits, '-', '.')",
+                    });
+                }
+            }
+            "condo.unix" => {
+                if value.starts_with('/') {
+                    config.unix_socket = Some(PathBuf::from(value));
+                } else {
+                    errors.push(CmdlineError {
+                        param: "condo.unix",
+                        value: value.into(),
+                        reason: "not an absolute path",
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    (config, errors)
+}
+
+fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_condo_parameters() {
+        let (config, errors) = parse("console=ttyS0 reboot=k quiet");
+        assert_eq!(config, BootConfig::default());
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn reads_port_hostname_and_socket() {
+        let (config, errors) =
+            parse("console=ttyS0 condo.port=5000 condo.hostname=acme-1 condo.unix=/run/a.sock\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(config.vsock_port, 5000);
+        assert_eq!(config.hostname, "acme-1");
+        assert_eq!(config.unix_socket, Some(PathBuf::from("/run/a.sock")));
+    }
+
+    #[test]
+    fn bad_values_keep_defaults_and_are_reported() {
+        let (config, errors) =
+            parse("condo.port=0 condo.port=http condo.hostname=a/b condo.unix=rel");
+        assert_eq!(config, BootConfig::default());
+        let params: Vec<_> = errors.iter().map(|e| e.param).collect();
+        assert_eq!(
+            params,
+            ["condo.port", "condo.port", "condo.hostname", "condo.unix"]
+        );
+        assert!(errors[1].to_string().contains("\"http\""));
+    }
+}

@@ -1,0 +1,124 @@
+//! The guest agent: serves the condo protocol (crate `condo-protocol`) to the host and runs
+//! containers through a [`ContainerBackend`]. As PID 1 of a guest it also sets up the machine
+//! (see [`init`]).
+//!
+//! Layout: `server` accepts connections (vsock or Unix, generic over [`Listener`]) and moves
+//! frames, one thread per connection and one per request; `handlers` turns each request into a
+//! `do_*` call (validate, act, map the error, as in the Kata agent); `processes` holds the
+//! processes the agent started, their stdio pipes and exit statuses; `reaper` collects every
+//! child's exit (SIGCHLD → `waitpid(-1, WNOHANG)`) and hands it to the runtime and to waiters;
+//! `oom_watch` turns each container's `memory.events` changes into OOM events; `launch` binds
+//! and serves; `ctl` is a small client for debugging and guest tests.
+//!
+//! PID 1 specifics ([`init`]): the basic mounts and a pure cgroup v2 hierarchy with every
+//! controller delegated; re-rooting off the initramfs (pivot_root refuses to move an initramfs
+//! root, and every container needs pivot_root); never exiting (power off instead).
+//!
+//! The real backend (`runtime_backend`) forks a single-threaded helper for each call that
+//! clones a process: the runtime's raw clone(2) is not safe from a multithreaded process.
+
+pub mod backend;
+pub mod cmdline;
+pub mod ctl;
+mod events;
+mod handlers;
+pub mod init;
+pub mod launch;
+mod oom_watch;
+mod processes;
+pub mod reaper;
+pub mod runtime_backend;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use condo_protocol::{ExitStatus, Request, Response};
+
+pub use backend::{BackendError, ContainerBackend, SpawnIo};
+pub use server::{serve, Connection, Listener, ServerLimits};
+
+use events::OomEvents;
+use oom_watch::OomWatcher;
+use processes::Processes;
+
+/// Nanoseconds on CLOCK_BOOTTIME, the clock of /proc/uptime (0 = kernel start).
+pub fn boottime_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(time) => {
+            u64::try_from(time.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(time.tv_nsec()).unwrap_or(0)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// State shared by every connection of one agent.
+pub struct Agent<B> {
+    backend: B,
+    processes: Processes,
+    oom_events: Arc<OomEvents>,
+    /// None when inotify is unavailable (then only OOM-killed inits are reported).
+    oom_watcher: Option<OomWatcher>,
+    /// Where bundles (config.json built from a CreateContainer) are written, one dir per id.
+    bundle_dir: PathBuf,
+    start_ns: u64,
+    ready_ns: AtomicU64,
+}
+
+impl<B: ContainerBackend> Agent<B> {
+    /// `start_ns`: boottime_ns() taken first thing in main.
+    pub fn new(backend: B, bundle_dir: impl Into<PathBuf>, start_ns: u64) -> Self {
+        let oom_events = Arc::new(OomEvents::default());
+        let oom_watcher = match OomWatcher::start(Arc::clone(&oom_events)) {
+            Ok(watcher) => Some(watcher),
+            Err(errno) => {
+                log(format_args!(
+                    "no OOM watcher (inotify: {errno}); only inits' OOM kills are reported"
+                ));
+                None
+            }
+        };
+        Agent {
+            backend,
+            processes: Processes::default(),
+            oom_events,
+            oom_watcher,
+            bundle_dir: bundle_dir.into(),
+            start_ns,
+            ready_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the agent ready (listening); the time goes into BootTimings.
+    pub fn mark_ready(&self) {
+        self.ready_ns.store(boottime_ns(), Ordering::Relaxed);
+    }
+
+    /// Serves one request. Never panics on any input.
+    pub fn handle(&self, request: Request) -> Response {
+        self.dispatch(request).into()
+    }
+
+    /// Called by the reaper for every child it reaped.
+    pub fn child_exited(&self, pid: i32, status: ExitStatus) {
+        let status = match self.backend.record_exit(pid, status) {
+            Some((container_id, final_status)) => {
+                // With a watcher, memory.events already reported this kill.
+                if final_status.oom_killed && self.oom_watcher.is_none() {
+                    self.oom_events.push(&container_id);
+                }
+                final_status
+            }
+            None => status,
+        };
+        self.processes.record_exit(pid, status);
+    }
+}
+
+/// Writes one line to the agent's stderr (the console in a guest); never fails or panics.
+pub fn log(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "condo-agent: {args}");
+}
