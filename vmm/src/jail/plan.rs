@@ -210,7 +210,13 @@ fn link_or_copy(
 /// (while the host's cgroupfs is still visible), new namespaces, its bind mounts, pivot_root,
 /// hostname, rlimits, drop the bounding set (needs CAP_SETPCAP), switch uid/gid, clear the
 /// remaining capability sets, no_new_privs, close inherited fds, clear the environment.
-pub fn confine(cfg: &JailConfig, prepared: &Prepared, sys: &dyn JailSys) -> Result<(), JailError> {
+/// `extra_keep` are descriptors of the jail's own plumbing, kept besides `cfg.keep_fds`.
+pub fn confine(
+    cfg: &JailConfig,
+    prepared: &Prepared,
+    sys: &dyn JailSys,
+    extra_keep: &[i32],
+) -> Result<(), JailError> {
     if let Some(dir) = &prepared.cgroup_dir {
         cgroup::join(sys, dir)?;
     }
@@ -234,10 +240,7 @@ pub fn confine(cfg: &JailConfig, prepared: &Prepared, sys: &dyn JailSys) -> Resu
     step("switch uid/gid", root, sys.set_ids(cfg.uid, cfg.gid))?;
     step("clear capabilities", root, sys.clear_capabilities())?;
     step("set no_new_privs", root, sys.set_no_new_privs())?;
-    step(
-        "close file descriptors",
-        root,
-        sys.close_fds_except(&cfg.keep_fds),
-    )?;
+    let keep: Vec<i32> = cfg.keep_fds.iter().chain(extra_keep).copied().collect();
+    step("close file descriptors", root, sys.close_fds_except(&keep))?;
     step("clear environment", root, sys.clear_environment())
 }

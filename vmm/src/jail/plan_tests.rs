@@ -113,7 +113,7 @@ fn confine_runs_in_a_safe_order() {
     let cfg = config(CgroupPolicy::Required(limits()));
     let prepared = prepare(&cfg, &sys).unwrap();
     sys.calls.borrow_mut().clear();
-    confine(&cfg, &prepared, &sys).unwrap();
+    confine(&cfg, &prepared, &sys, &[9]).unwrap();
     let expected = [
         // The host's cgroupfs is visible only before pivot_root.
         "write /cg/condo/acme/cgroup.procs 0",
@@ -132,7 +132,7 @@ fn confine_runs_in_a_safe_order() {
         // setuid leaves the inheritable set; ambient is cleared too.
         "caps clear",
         "no_new_privs",
-        "close_fds except [7]",
+        "close_fds except [7, 9]",
         "clearenv",
     ];
     assert_eq!(sys.calls(), expected);
@@ -145,7 +145,7 @@ fn without_cgroup_and_net_nothing_of_them_is_made() {
     cfg.namespaces.net = false;
     let prepared = prepare(&cfg, &sys).unwrap();
     assert!(prepared.cgroup_dir.is_none());
-    confine(&cfg, &prepared, &sys).unwrap();
+    confine(&cfg, &prepared, &sys, &[]).unwrap();
     let calls = sys.calls();
     assert!(calls.iter().all(|c| !c.contains("/cg")), "{calls:#?}");
     assert!(calls.contains(&"unshare mnt=true ipc=true uts=true net=false".to_owned()));

@@ -3,17 +3,19 @@
 //! ```text
 //! condo (root, host namespaces)            prepare root + cgroup; wait; cleanup; report
 //!  └─ keeper (fork; unshare(CLONE_NEWPID))  waits for the VMM, dies the way it died
-//!      └─ VMM (fork: PID 1 of the new pid namespace)
+//!      └─ init (fork: PID 1 of the new pid namespace)
 //!           confine (cgroup, namespaces, pivot_root, rlimits, uid/gid, caps, fds, env),
-//!           then runs the VMM body and exits with its code
+//!           waits for the VMM, reports how it ended to the keeper through a pipe
+//!          └─ VMM (fork, PID 2: inherits the whole cell) runs the VMM body
 //! ```
 //! The keeper exists because unshare(CLONE_NEWPID) would change condo's own pid namespace for
 //! children for good; a plain fork (not a raw clone) keeps glibc's state sane in the VMM, which
 //! goes on running Rust code instead of exec'ing a binary that is not inside the jail.
-//! Parent-death signals chain condo -> keeper -> VMM, so nothing outlives condo; condo forwards
+//! Parent-death signals chain condo -> keeper -> init -> VMM, so nothing outlives condo; condo forwards
 //! SIGINT, SIGTERM and SIGHUP to the keeper and always removes the jail afterwards.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{self, SigHandler, Signal};
@@ -176,30 +178,55 @@ where
             return JAIL_SETUP_FAILED;
         }
     }
-    let keeper_pid = nix::unistd::getpid();
+    // Seen from a new pid namespace, a parent outside it has pid 0.
+    let keeper_pid = if cfg.namespaces.pid {
+        Pid::from_raw(0)
+    } else {
+        nix::unistd::getpid()
+    };
+    let (status_r, status_w) = match nix::unistd::pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            report_setup_failure(&format!("status pipe: {e}"));
+            return JAIL_SETUP_FAILED;
+        }
+    };
     // SAFETY: the keeper is a fork of a single-threaded process and is single-threaded too.
     match unsafe { fork() } {
         Err(e) => {
-            report_setup_failure(&format!("fork the VMM: {e}"));
+            report_setup_failure(&format!("fork the jail's init: {e}"));
             JAIL_SETUP_FAILED
         }
-        Ok(ForkResult::Child) => vmm_child(cfg, prepared, sys, keeper_pid, body),
-        Ok(ForkResult::Parent { child }) => match wait_for(child) {
-            Ok(JailExit::Exited(code)) => code,
-            Ok(JailExit::Signaled(sig)) => die_like(sig),
-            Err(e) => {
-                report_setup_failure(&e.to_string());
-                JAIL_SETUP_FAILED
+        Ok(ForkResult::Child) => {
+            drop(status_r);
+            jail_init(cfg, prepared, sys, keeper_pid, status_w, body)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(status_w);
+            let init_exit = wait_for(child);
+            match (read_reported_exit(status_r), init_exit) {
+                (Some(JailExit::Exited(code)), _) | (None, Ok(JailExit::Exited(code))) => code,
+                (Some(JailExit::Signaled(sig)), _) | (None, Ok(JailExit::Signaled(sig))) => {
+                    die_like(sig)
+                }
+                (None, Err(e)) => {
+                    report_setup_failure(&e.to_string());
+                    JAIL_SETUP_FAILED
+                }
             }
-        },
+        }
     }
 }
 
-fn vmm_child<F>(
+/// PID 1 of the jail's pid namespace: confines itself, forks the VMM and reports how it ended
+/// through `status`. The VMM is not PID 1 itself because the kernel keeps a namespace's init
+/// from the signals it sends it (a VMM writing past RLIMIT_FSIZE would get EFBIG, not SIGXFSZ).
+fn jail_init<F>(
     cfg: &JailConfig,
     prepared: &Prepared,
     sys: &dyn JailSys,
     keeper: Pid,
+    status: OwnedFd,
     body: F,
 ) -> i32
 where
@@ -209,7 +236,7 @@ where
         report_setup_failure(&e);
         return JAIL_SETUP_FAILED;
     }
-    if let Err(e) = plan::confine(cfg, prepared, sys) {
+    if let Err(e) = plan::confine(cfg, prepared, sys, &[status.as_raw_fd()]) {
         report_setup_failure(&e.to_string());
         return JAIL_SETUP_FAILED;
     }
@@ -218,7 +245,48 @@ where
         report_setup_failure(&e);
         return JAIL_SETUP_FAILED;
     }
-    body()
+    let init = nix::unistd::getpid();
+    // SAFETY: init is single-threaded (a fork of a single-threaded process).
+    match unsafe { fork() } {
+        Err(e) => {
+            report_setup_failure(&format!("fork the VMM: {e}"));
+            JAIL_SETUP_FAILED
+        }
+        Ok(ForkResult::Child) => {
+            drop(status);
+            if let Err(e) = die_with_parent(init) {
+                report_setup_failure(&e);
+                return JAIL_SETUP_FAILED;
+            }
+            body()
+        }
+        Ok(ForkResult::Parent { child }) => match wait_for(child) {
+            Ok(exit) => {
+                let line = match exit {
+                    JailExit::Exited(code) => format!("exit {code}\n"),
+                    JailExit::Signaled(sig) => format!("signal {sig}\n"),
+                };
+                let _ = std::fs::File::from(status).write_all(line.as_bytes());
+                0
+            }
+            Err(e) => {
+                report_setup_failure(&e.to_string());
+                JAIL_SETUP_FAILED
+            }
+        },
+    }
+}
+
+fn read_reported_exit(status: OwnedFd) -> Option<JailExit> {
+    let mut text = String::new();
+    std::fs::File::from(status).read_to_string(&mut text).ok()?;
+    let (kind, value) = text.trim().split_once(' ')?;
+    let value: i32 = value.parse().ok()?;
+    match kind {
+        "exit" => Some(JailExit::Exited(value)),
+        "signal" => Some(JailExit::Signaled(value)),
+        _ => None,
+    }
 }
 
 /// The keeper ends the way the VMM ended, so condo's waitpid sees the VMM's signal.
