@@ -50,12 +50,12 @@ impl Host {
         cfg.files = vec![
             ExposedFile {
                 source: kernel,
-                name: "vmlinux".into(),
+                inside: "/vmlinux".into(),
                 mode: ExposeMode::LinkOrCopy,
             },
             ExposedFile {
                 source: disk,
-                name: "disk.img".into(),
+                inside: "/disk.img".into(),
                 mode: ExposeMode::BindReadWrite,
             },
         ];

@@ -1,7 +1,7 @@
 //! What a tenant's jail is made of, and the checks that refuse a bad one before anything is
 //! created on the host.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::JailError;
 
@@ -54,8 +54,9 @@ pub enum ExposeMode {
 pub struct ExposedFile {
     /// Path on the host.
     pub source: PathBuf,
-    /// File name inside the jail root (no slashes): the VMM opens `/<name>`.
-    pub name: String,
+    /// Absolute path inside the jail. condo gives the host path itself, so the VMM's
+    /// configuration and error messages stay those the operator wrote.
+    pub inside: PathBuf,
     pub mode: ExposeMode,
 }
 
@@ -189,11 +190,6 @@ impl JailConfig {
         self.cgroup_root.join("condo").join(&self.id)
     }
 
-    /// Where the VMM sees an exposed file after pivot_root.
-    pub fn path_inside(&self, name: &str) -> PathBuf {
-        Path::new("/").join(name)
-    }
-
     /// Refuses a configuration that would be unsafe or that could not be built, naming the
     /// value at fault; nothing has been created yet when this fails.
     pub fn validate(&self) -> Result<(), JailError> {
@@ -227,28 +223,35 @@ impl JailConfig {
     }
 
     fn validate_files(&self) -> Result<(), JailError> {
-        let mut names: Vec<&str> = Vec::with_capacity(self.files.len());
+        let mut seen: Vec<&Path> = Vec::with_capacity(self.files.len());
         for file in &self.files {
-            let name = file.name.as_str();
-            let bad_name = name.is_empty()
-                || name == "."
-                || name == ".."
-                || name.contains('/')
-                || name.contains('\0')
-                || name == "dev"
-                || name == "run";
-            if bad_name {
+            let inside = file.inside.as_path();
+            let mut components = inside.components();
+            let rooted = components.next() == Some(Component::RootDir);
+            let parts: Vec<Component> = components.collect();
+            let plain = parts.iter().all(|c| matches!(c, Component::Normal(_)));
+            let first = parts
+                .first()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let reserved = matches!(first.as_deref(), Some("dev" | "run"));
+            if !rooted || parts.is_empty() || !plain || reserved {
                 return Err(JailError::InvalidConfig(format!(
-                    "jail file name {name:?} (for {}) must be a plain file name other than dev and run",
+                    "jail path {} (for {}) must be absolute, without . or .., and outside /dev and /run",
+                    inside.display(),
                     file.source.display()
                 )));
             }
-            if names.contains(&name) {
+            if let Some(other) = seen
+                .iter()
+                .find(|s| s.starts_with(inside) || inside.starts_with(s))
+            {
                 return Err(JailError::InvalidConfig(format!(
-                    "jail file name {name:?} is given twice"
+                    "jail paths {} and {} collide",
+                    other.display(),
+                    inside.display()
                 )));
             }
-            names.push(name);
+            seen.push(inside);
             if !file.source.is_absolute() {
                 return Err(JailError::InvalidConfig(format!(
                     "jail file source {} is not an absolute path",
@@ -354,28 +357,38 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_file_names_and_duplicates() {
-        for name in ["", ".", "..", "a/b", "dev", "run"] {
+    fn refuses_bad_jail_paths_and_collisions() {
+        for inside in [
+            "", "/", "vmlinux", "/a/../b", "/dev/kvm", "/run/x",
+        ] {
             let mut cfg = good();
             cfg.files.push(ExposedFile {
                 source: PathBuf::from("/boot/vmlinux"),
-                name: name.to_owned(),
+                inside: PathBuf::from(inside),
                 mode: ExposeMode::LinkOrCopy,
             });
-            assert!(cfg.validate().is_err(), "{name:?} accepted");
+            assert!(cfg.validate().is_err(), "{inside:?} accepted");
         }
-        let mut cfg = good();
-        let file = ExposedFile {
+        let file = |inside: &str| ExposedFile {
             source: PathBuf::from("/boot/vmlinux"),
-            name: "vmlinux".to_owned(),
+            inside: PathBuf::from(inside),
             mode: ExposeMode::LinkOrCopy,
         };
-        cfg.files = vec![file.clone(), file];
-        assert!(cfg.validate().unwrap_err().to_string().contains("twice"));
+        let mut cfg = good();
+        cfg.files = vec![file("/boot/vmlinux"), file("/boot/vmlinux")];
+        assert!(cfg.validate().unwrap_err().to_string().contains("collide"));
+        cfg.files = vec![file("/boot"), file("/boot/vmlinux")];
+        assert!(cfg.validate().unwrap_err().to_string().contains("collide"));
+        cfg.files = vec![
+            file("/boot/vmlinux"),
+            file("/boot/initrd"),
+            file("/srv/run/x"),
+        ];
+        cfg.validate().unwrap();
         let mut cfg = good();
         cfg.files.push(ExposedFile {
             source: PathBuf::from("relative/vmlinux"),
-            name: "vmlinux".to_owned(),
+            inside: PathBuf::from("/vmlinux"),
             mode: ExposeMode::LinkOrCopy,
         });
         assert!(cfg.validate().unwrap_err().to_string().contains("absolute"));

@@ -113,7 +113,8 @@ fn build(cfg: &JailConfig, sys: &dyn JailSys, prepared: &mut Prepared) -> Result
     )?;
     make_devices(cfg, sys, &root)?;
     for file in &cfg.files {
-        let target = root.join(&file.name);
+        let target = root.join(file.inside.strip_prefix("/").unwrap_or(&file.inside));
+        make_parents(sys, &root, &target)?;
         match file.mode {
             ExposeMode::LinkOrCopy => link_or_copy(cfg, sys, &file.source, &target)?,
             ExposeMode::BindReadOnly | ExposeMode::BindReadWrite => {
@@ -150,20 +151,7 @@ fn build(cfg: &JailConfig, sys: &dyn JailSys, prepared: &mut Prepared) -> Result
 fn make_devices(cfg: &JailConfig, sys: &dyn JailSys, root: &Path) -> Result<(), JailError> {
     for device in &cfg.devices {
         let path = root.join(device.relative_path());
-        let mut parents = Vec::new();
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == root {
-                break;
-            }
-            parents.push(d.to_path_buf());
-            dir = d.parent();
-        }
-        for dir in parents.iter().rev() {
-            if sys.file_mode(dir).is_err() {
-                step("create device directory", dir, sys.create_dir(dir, 0o755))?;
-            }
-        }
+        make_parents(sys, root, &path)?;
         let (major, minor) = device.major_minor();
         let node = sys.make_char_device(&path, major, minor, 0o600);
         step("create device node", &path, node)?;
@@ -172,6 +160,25 @@ fn make_devices(cfg: &JailConfig, sys: &dyn JailSys, root: &Path) -> Result<(), 
             &path,
             sys.chown(&path, cfg.uid, cfg.gid),
         )?;
+    }
+    Ok(())
+}
+
+/// Makes the missing directories between `root` and `path` (root-owned, traversable).
+fn make_parents(sys: &dyn JailSys, root: &Path, path: &Path) -> Result<(), JailError> {
+    let mut parents = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        parents.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    for dir in parents.iter().rev() {
+        if sys.file_mode(dir).is_err() {
+            step("create jail directory", dir, sys.create_dir(dir, 0o755))?;
+        }
     }
     Ok(())
 }

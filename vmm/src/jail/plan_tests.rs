@@ -18,22 +18,22 @@ fn config(cgroup: CgroupPolicy) -> JailConfig {
     cfg.files = vec![
         ExposedFile {
             source: "/img/vmlinux".into(),
-            name: "vmlinux".into(),
+            inside: "/img/vmlinux".into(),
             mode: ExposeMode::LinkOrCopy,
         },
         ExposedFile {
             source: "/img/initrd".into(),
-            name: "initrd".into(),
+            inside: "/img/initrd".into(),
             mode: ExposeMode::LinkOrCopy,
         },
         ExposedFile {
             source: "/img/disk.img".into(),
-            name: "disk.img".into(),
+            inside: "/img/disk.img".into(),
             mode: ExposeMode::BindReadWrite,
         },
         ExposedFile {
             source: "/img/base.img".into(),
-            name: "base.img".into(),
+            inside: "/img/base.img".into(),
             mode: ExposeMode::BindReadOnly,
         },
     ];
@@ -78,13 +78,14 @@ fn prepare_builds_root_devices_files_and_cgroup() {
         "mknod /srv/j/acme/root/dev/net/tun c 10:200 600",
         "chown /srv/j/acme/root/dev/net/tun 900000:900000",
         // World-readable, owner-only writable, same filesystem: a link.
-        "link /img/vmlinux /srv/j/acme/root/vmlinux",
+        "mkdir /srv/j/acme/root/img 755",
+        "link /img/vmlinux /srv/j/acme/root/img/vmlinux",
         // Not readable by the tenant: a private copy it owns.
-        "copy /img/initrd /srv/j/acme/root/initrd 400",
-        "chown /srv/j/acme/root/initrd 900000:900000",
+        "copy /img/initrd /srv/j/acme/root/img/initrd 400",
+        "chown /srv/j/acme/root/img/initrd 900000:900000",
         "chown /img/disk.img 900000:900000",
-        "touch /srv/j/acme/root/disk.img 600",
-        "touch /srv/j/acme/root/base.img 600",
+        "touch /srv/j/acme/root/img/disk.img 600",
+        "touch /srv/j/acme/root/img/base.img 600",
         "read /cg/cgroup.controllers",
         "write /cg/cgroup.subtree_control +cpu +memory +pids",
         "mkdir /cg/condo 755",
@@ -120,8 +121,8 @@ fn confine_runs_in_a_safe_order() {
         "unshare mnt=true ipc=true uts=true net=true",
         // Before any mount, so none of the jail's mounts reaches the host.
         "mount --make-rprivate /",
-        "bind /img/disk.img /srv/j/acme/root/disk.img rw",
-        "bind /img/base.img /srv/j/acme/root/base.img ro",
+        "bind /img/disk.img /srv/j/acme/root/img/disk.img rw",
+        "bind /img/base.img /srv/j/acme/root/img/base.img ro",
         "pivot_root /srv/j/acme/root",
         "hostname acme",
         "rlimit OpenFiles 1024",
@@ -216,14 +217,14 @@ fn files_on_another_filesystem_or_writable_by_others_are_copied() {
     prepare(&cfg, &sys).unwrap();
     assert!(sys
         .calls()
-        .contains(&"copy /img/vmlinux /srv/j/acme/root/vmlinux 400".to_owned()));
+        .contains(&"copy /img/vmlinux /srv/j/acme/root/img/vmlinux 400".to_owned()));
 
     let sys = host().with_file("/img/shared", 0o666);
     cfg.files[0].source = "/img/shared".into();
     prepare(&cfg, &sys).unwrap();
     assert!(sys
         .calls()
-        .contains(&"copy /img/shared /srv/j/acme/root/vmlinux 400".to_owned()));
+        .contains(&"copy /img/shared /srv/j/acme/root/img/vmlinux 400".to_owned()));
 }
 
 #[test]
