@@ -358,9 +358,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_jail_paths_and_collisions() {
-        for inside in [
-            "", "/", "vmlinux", "/a/../b", "/dev/kvm", "/run/x",
-        ] {
+        for inside in ["", "/", "vmlinux", "/a/../b", "/dev/kvm", "/run/x"] {
             let mut cfg = good();
             cfg.files.push(ExposedFile {
                 source: PathBuf::from("/boot/vmlinux"),

@@ -121,9 +121,12 @@ fn build(cfg: &JailConfig, sys: &dyn JailSys, prepared: &mut Prepared) -> Result
                 let read_only = file.mode == ExposeMode::BindReadOnly;
                 step("read jail file", &file.source, sys.file_mode(&file.source))?;
                 if !read_only {
-                    // The tenant's own disk: the VMM writes it as the tenant uid.
+                    // The tenant's own disk: the VMM writes it as the tenant uid, and nobody
+                    // else may read it (another tenant's uid included).
                     let owned = sys.chown(&file.source, cfg.uid, cfg.gid);
                     step("hand disk to tenant", &file.source, owned)?;
+                    let private = sys.chmod(&file.source, 0o600);
+                    step("make disk private", &file.source, private)?;
                 }
                 let placeholder = sys.create_empty_file(&target, 0o600);
                 step("create bind mount point", &target, placeholder)?;

@@ -84,6 +84,7 @@ fn prepare_builds_root_devices_files_and_cgroup() {
         "copy /img/initrd /srv/j/acme/root/img/initrd 400",
         "chown /srv/j/acme/root/img/initrd 900000:900000",
         "chown /img/disk.img 900000:900000",
+        "chmod /img/disk.img 600",
         "touch /srv/j/acme/root/img/disk.img 600",
         "touch /srv/j/acme/root/img/base.img 600",
         "read /cg/cgroup.controllers",
