@@ -196,8 +196,19 @@ impl JailSys for RealSys {
         self.bind_mount(new_root, new_root, false)?;
         chdir(new_root).map_err(nix_err)?;
         // runc's trick: stack the old root under the new one, then detach it.
-        pivot_root(".", ".").map_err(nix_err)?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(nix_err)?;
+        match pivot_root(".", ".") {
+            Ok(()) => umount2(".", MntFlags::MNT_DETACH).map_err(nix_err)?,
+            // The host's root is the initramfs (rootfs), which cannot be pivoted away (an
+            // emulated test host, an early-boot system): move the jail onto / and chroot, as
+            // switch_root does. The old root stays below, reachable only with CAP_SYS_CHROOT,
+            // which the VMM loses a few steps later (and its seccomp filters forbid chroot).
+            Err(nix::Error::EINVAL) => {
+                mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                    .map_err(nix_err)?;
+                nix::unistd::chroot(".").map_err(nix_err)?;
+            }
+            Err(e) => return Err(nix_err(e)),
+        }
         chdir("/").map_err(nix_err)
     }
 

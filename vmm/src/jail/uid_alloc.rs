@@ -111,12 +111,14 @@ pub fn assign(
 /// Allocates (or finds) the uid of tenant `id` in the allocation file at `path`, under an
 /// exclusive lock so two condo processes never hand out the same uid.
 pub fn allocate(path: &Path, range: UidRange, id: &str) -> Result<u32, JailError> {
-    with_locked_file(path, |entries| assign(entries, range, id))
+    // Durable: a lost entry after a crash could hand a tenant's uid (and files) to another.
+    with_locked_file(path, true, |entries| assign(entries, range, id))
 }
 
 /// Forgets tenant `id` (its uid may be handed out again).
 pub fn release(path: &Path, id: &str) -> Result<(), JailError> {
-    with_locked_file(path, |entries| {
+    // A lost release only keeps a uid taken: no fsync on this path (it ends every anonymous run).
+    with_locked_file(path, false, |entries| {
         let before = entries.len();
         entries.retain(|(name, _)| name != id);
         Ok(((), entries.len() != before))
@@ -125,6 +127,7 @@ pub fn release(path: &Path, id: &str) -> Result<(), JailError> {
 
 fn with_locked_file<T>(
     path: &Path,
+    durable: bool,
     change: impl FnOnce(&mut Vec<(String, u32)>) -> Result<(T, bool), JailError>,
 ) -> Result<T, JailError> {
     let io_err = |what, e| JailError::io(what, path, e);
@@ -150,7 +153,7 @@ fn with_locked_file<T>(
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(text.as_bytes()))
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .map_err(|e| io_err("write uid allocation file", e))?;
     }
     // The lock goes with the descriptor.
