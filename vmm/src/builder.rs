@@ -16,7 +16,7 @@ use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
 use crate::devices::LegacyBus;
 use crate::hooks::ThreadHook;
-use crate::image::inspect_kernel;
+use crate::image::{inspect_kernel, KernelFormat};
 use crate::loader::{self, BootImages};
 use crate::runner::{self, VmExit};
 use crate::vstate::vcpu::{self, Vcpu, VcpuShared};
@@ -35,6 +35,35 @@ pub struct RunOptions {
     pub thread_hook: Option<ThreadHook>,
     /// Boot a Linux kernel even on PVM (see `host::ALLOW_PVM_LINUX_ENV`).
     pub allow_pvm_linux: bool,
+    /// `preflight` ran before the jail, where the host's /proc and /sys were visible.
+    pub checked_outside: bool,
+}
+
+/// The checks of the input and of the host that need the host's view (/proc/meminfo, /sys):
+/// `run_vm` makes them itself unless `RunOptions::checked_outside` says a jailed VMM's parent
+/// made them before entering the jail. Returns the kernel's format.
+pub fn preflight(config: &VmConfig, options: &RunOptions) -> Result<KernelFormat, Error> {
+    config.validate()?;
+    let format = kernel_format(&config.kernel)?;
+    loader::check_cmdline(&config.cmdline, format)?;
+    crate::host::check_guest_runs(
+        crate::host::is_pvm(),
+        options.allow_pvm_linux,
+        format,
+        &config.kernel,
+    )?;
+    Ok(format)
+}
+
+fn kernel_format(path: &std::path::Path) -> Result<KernelFormat, Error> {
+    let mut kernel = File::open(path).map_err(|source| Error::KernelFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    inspect_kernel(&mut kernel).map_err(|source| Error::KernelImage {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Boots the VM described by `config` and runs it until the guest stops or a signal ends it.
@@ -52,27 +81,15 @@ pub fn run_vm(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Error> 
 }
 
 fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Error> {
-    // 1. Input, before any resource exists.
-    config.validate()?;
-    let mut kernel = File::open(&config.kernel).map_err(|source| Error::KernelFile {
-        path: config.kernel.clone(),
-        source,
-    })?;
-    let format = inspect_kernel(&mut kernel).map_err(|source| Error::KernelImage {
-        path: config.kernel.clone(),
-        source,
-    })?;
-    drop(kernel);
-    loader::check_cmdline(&config.cmdline, format)?;
+    // 1. Input and host, before any resource exists.
+    let format = if options.checked_outside {
+        kernel_format(&config.kernel)?
+    } else {
+        preflight(config, options)?
+    };
 
     // 2. KVM.
     let kvm = crate::host::open_kvm(config.vcpus)?;
-    crate::host::check_guest_runs(
-        crate::host::is_pvm(),
-        options.allow_pvm_linux,
-        format,
-        &config.kernel,
-    )?;
 
     // 3. Memory, irqchip, PIT.
     let mem_size = config.memory_bytes();

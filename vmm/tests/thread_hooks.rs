@@ -46,6 +46,7 @@ fn hooks_run_in_every_thread_before_the_guest() {
     let options = RunOptions {
         thread_hook: Some(hook),
         allow_pvm_linux: false,
+        checked_outside: false,
     };
     let exit = run_vm(&config, &options).unwrap();
     assert_eq!(exit, VmExit::Reset);
@@ -86,6 +87,7 @@ fn failing_hook_keeps_the_guest_from_running() {
         let options = RunOptions {
             thread_hook: Some(hook),
             allow_pvm_linux: false,
+            checked_outside: false,
         };
         let err = run_vm(&config, &options).unwrap_err();
         assert!(matches!(err, Error::ThreadHook(_)), "{err}");

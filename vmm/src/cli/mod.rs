@@ -1,5 +1,6 @@
 //! The `condo` command line: one file per verb.
 
+pub mod vm_jail;
 pub mod vm_run;
 
 use clap::{Parser, Subcommand};

@@ -6,7 +6,7 @@ use clap::Args;
 
 use condo_vmm::config::{Console, VmConfig, DEFAULT_CMDLINE};
 use condo_vmm::host::pvm_override_set;
-use condo_vmm::{run_vm, RunOptions, VmExit};
+use condo_vmm::{run_vm, RunOptions};
 
 /// Exit code when the VM could not start.
 const EXIT_CANNOT_START: i32 = 1;
@@ -36,6 +36,8 @@ pub struct RunArgs {
     /// Serial console: stdout (stdin feeds the guest) or a file path.
     #[arg(long, value_name = "stdout|PATH", default_value = "stdout")]
     console: Console,
+    #[command(flatten)]
+    jail: super::vm_jail::JailArgs,
 }
 
 impl RunArgs {
@@ -54,8 +56,9 @@ impl RunArgs {
     }
 }
 
-/// Boots the VM; returns the exit code.
-pub fn run(args: RunArgs) -> i32 {
+/// Boots the VM (jailed, see vm_jail); returns the exit code.
+pub fn run(mut args: RunArgs) -> i32 {
+    let jail = std::mem::take(&mut args.jail);
     let config = match args.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -66,19 +69,11 @@ pub fn run(args: RunArgs) -> i32 {
     let options = RunOptions {
         thread_hook: None,
         allow_pvm_linux: pvm_override_set(),
+        checked_outside: false,
     };
-    match run_vm(&config, &options) {
-        Ok(exit) => {
-            match &exit {
-                VmExit::Reset => {}
-                VmExit::GuestDied(why) => eprintln!("condo: guest died: {why}"),
-                VmExit::Signal(n) => eprintln!("condo: stopped by signal {n}"),
-            }
-            exit.exit_code()
-        }
-        Err(e) => {
-            eprintln!("condo: cannot start the VM: {e}");
-            EXIT_CANNOT_START
-        }
-    }
+    super::vm_jail::run(config, options, &jail, boot)
+}
+
+fn boot(config: &VmConfig, options: &RunOptions) -> i32 {
+    super::vm_jail::exit_code_of(run_vm(config, options))
 }

@@ -9,14 +9,8 @@ use super::JailError;
 
 include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
 
-/// The kinds of thread a VMM runs, each with its own allowlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ThreadKind {
-    /// The main thread: setup, then the event loop (devices, console, control socket).
-    Vmm,
-    /// A vCPU thread: KVM_RUN and the exits it handles.
-    Vcpu,
-}
+/// The kinds of thread a VMM runs, each with its own allowlist (the VMM's hook seam names them).
+pub use crate::hooks::ThreadKind;
 
 impl ThreadKind {
     pub const ALL: [ThreadKind; 2] = [ThreadKind::Vmm, ThreadKind::Vcpu];
@@ -61,6 +55,18 @@ pub fn install_filter(kind: ThreadKind) -> Result<(), JailError> {
     seccompiler::apply_filter(program).map_err(|e| JailError::Seccomp {
         kind,
         message: e.to_string(),
+    })
+}
+
+/// The VMM's per-thread hook: installs the thread's filter; with `forbidden_in` (a test hook),
+/// a thread of that kind then makes a forbidden system call.
+pub fn thread_hook(forbidden_in: Option<ThreadKind>) -> crate::hooks::ThreadHook {
+    std::sync::Arc::new(move |kind| {
+        install_filter(kind)?;
+        if forbidden_in == Some(kind) {
+            make_forbidden_syscall();
+        }
+        Ok(())
     })
 }
 

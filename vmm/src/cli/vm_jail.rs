@@ -1,0 +1,214 @@
+//! The jail flags of `condo vm run` and how a run is jailed: as root the VMM runs in its jail
+//! (namespaces, own uid, cgroup, rlimits, seccomp per thread); `--no-jail` is for debugging.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use condo_vmm::config::{Console, VmConfig};
+use condo_vmm::jail::{
+    self, seccomp, uid_alloc, CgroupLimits, CgroupPolicy, ExposeMode, ExposedFile, JailConfig,
+    JailExit, RealSys, ThreadKind,
+};
+use condo_vmm::{RunOptions, VmExit};
+
+const EXIT_CANNOT_START: i32 = 1;
+
+/// Jail flags of `condo vm run`.
+#[derive(Debug, Default, Args)]
+pub struct JailArgs {
+    /// DEBUGGING ONLY: run the VMM unjailed (no namespaces, no own uid, no cgroup, no seccomp).
+    #[arg(long)]
+    no_jail: bool,
+    /// Tenant name the jail is made for ([a-z0-9-], at most 64); default vm-<pid>.
+    #[arg(long, value_name = "NAME")]
+    jail_id: Option<String>,
+    /// Where jails are built.
+    #[arg(long, value_name = "DIR", default_value = jail::config::DEFAULT_BASE_DIR)]
+    jail_base: PathBuf,
+    /// The VMM's uid and gid (default: one per tenant, from the allocation in the base dir).
+    #[arg(long, value_name = "UID")]
+    jail_uid: Option<u32>,
+    /// Run without the per-tenant cgroup (hosts without cgroup v2 controllers). Also given by
+    /// CONDO_JAIL_NO_CGROUP=1.
+    #[arg(long, env = "CONDO_JAIL_NO_CGROUP", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
+    jail_no_cgroup: bool,
+    /// RLIMIT_FSIZE of the VMM in bytes (a longer console file kills it with SIGXFSZ).
+    #[arg(long, value_name = "BYTES")]
+    jail_max_file_size: Option<u64>,
+    /// RLIMIT_NOFILE of the VMM.
+    #[arg(long, value_name = "N")]
+    jail_max_open_files: Option<u64>,
+    /// Test hook: a thread of this kind (vmm|vcpu) makes a forbidden system call.
+    #[arg(long, hide = true, value_name = "KIND", value_parser = parse_thread_kind)]
+    test_forbidden_syscall: Option<ThreadKind>,
+}
+
+fn parse_thread_kind(s: &str) -> Result<ThreadKind, String> {
+    s.parse::<ThreadKind>().map_err(|e| e.to_string())
+}
+
+/// Runs the VM through `boot`, jailed unless asked otherwise; returns condo's exit code.
+pub fn run(
+    config: VmConfig,
+    mut options: RunOptions,
+    args: &JailArgs,
+    boot: fn(&VmConfig, &RunOptions) -> i32,
+) -> i32 {
+    if args.no_jail {
+        eprintln!(
+            "condo: WARNING: --no-jail: the VMM runs with condo's own privileges, namespaces \
+             and no seccomp filter. For debugging only: a guest that escapes owns this host."
+        );
+        return boot(&config, &options);
+    }
+    options.thread_hook = Some(seccomp::thread_hook(args.test_forbidden_syscall));
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "condo: warning: not root: the VMM runs without its jail (namespaces, own uid, \
+             cgroup); its seccomp filters still apply"
+        );
+        return boot(&config, &options);
+    }
+    // What needs the host's /proc and /sys is checked before the jail hides them.
+    if let Err(e) = condo_vmm::builder::preflight(&config, &options) {
+        eprintln!("condo: cannot start the VM: {e}");
+        return EXIT_CANNOT_START;
+    }
+    options.checked_outside = true;
+    let anonymous = args.jail_id.is_none();
+    let id = args
+        .jail_id
+        .clone()
+        .unwrap_or_else(|| format!("vm-{}", std::process::id()));
+    let new_console_file = match &config.console {
+        Console::File(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let jailed = match jail_config(&config, args, &id) {
+        Ok(jailed) => jailed,
+        Err(e) => {
+            eprintln!("condo: cannot start the VM: jail: {e}");
+            if let Some(path) = &new_console_file {
+                let _ = std::fs::remove_file(path);
+            }
+            return EXIT_CANNOT_START;
+        }
+    };
+    let (cfg, inside) = jailed;
+    let outcome = jail::run_jailed(&cfg, &RealSys, || boot(&inside, &options));
+    let started = !matches!(outcome, Ok(JailExit::Exited(EXIT_CANNOT_START)) | Err(_));
+    if let (false, Some(path)) = (started, &new_console_file) {
+        // As the VMM does unjailed: a VM that could not start leaves no console file.
+        let _ = std::fs::remove_file(path);
+    }
+    if anonymous && args.jail_uid.is_none() {
+        // A run without a tenant name gives its uid back.
+        let _ = uid_alloc::release(&uids_file(&args.jail_base), &id);
+    }
+    match outcome {
+        Ok(JailExit::Exited(code)) => code,
+        Ok(JailExit::Signaled(sig)) => {
+            report_signal(sig);
+            128 + sig
+        }
+        Err(e) => {
+            eprintln!("condo: cannot start the VM: jail: {e}");
+            EXIT_CANNOT_START
+        }
+    }
+}
+
+fn uids_file(base: &Path) -> PathBuf {
+    base.join("uids")
+}
+
+/// The jail for `config`, and the VM configuration as the VMM sees it inside.
+fn jail_config(
+    config: &VmConfig,
+    args: &JailArgs,
+    id: &str,
+) -> Result<(JailConfig, VmConfig), jail::JailError> {
+    jail::config::validate_id(id)?;
+    let uid = match args.jail_uid {
+        Some(uid) => uid,
+        None => {
+            std::fs::create_dir_all(&args.jail_base)
+                .map_err(|e| jail::JailError::io("create jail base", &args.jail_base, e))?;
+            let range = uid_alloc::UidRange::default();
+            uid_alloc::allocate(&uids_file(&args.jail_base), range, id)?
+        }
+    };
+    let cgroup = if args.jail_no_cgroup {
+        eprintln!(
+            "condo: WARNING: --jail-no-cgroup: the VMM runs without a cgroup: nothing bounds \
+             its CPU, memory or number of tasks"
+        );
+        CgroupPolicy::Disabled
+    } else {
+        let overhead = jail::config::DEFAULT_VMM_OVERHEAD_MIB;
+        CgroupPolicy::Required(CgroupLimits::for_vm(
+            u32::from(config.vcpus),
+            config.memory_mib,
+            overhead,
+        ))
+    };
+    let mut cfg = JailConfig::new(id, uid, uid, cgroup);
+    cfg.base_dir = args.jail_base.clone();
+    if let Some(bytes) = args.jail_max_file_size {
+        cfg.rlimits.file_size = bytes;
+    }
+    if let Some(n) = args.jail_max_open_files {
+        cfg.rlimits.open_files = n;
+    }
+    // Files keep their (absolute) host path inside the jail: the VMM's configuration and its
+    // messages stay those of the operator.
+    let mut inside = config.clone();
+    let mut expose = |given: &Path, mode: ExposeMode| -> PathBuf {
+        let path = std::path::absolute(given).unwrap_or_else(|_| given.to_path_buf());
+        cfg.files.push(ExposedFile {
+            source: std::fs::canonicalize(given).unwrap_or_else(|_| path.clone()),
+            inside: path.clone(),
+            mode,
+        });
+        path
+    };
+    inside.kernel = expose(&config.kernel, ExposeMode::LinkOrCopy);
+    if let Some(initrd) = &config.initrd {
+        inside.initrd = Some(expose(initrd, ExposeMode::LinkOrCopy));
+    }
+    if let Console::File(path) = &config.console {
+        // Made (or truncated) here as the VMM would, then handed to the tenant and bound in.
+        std::fs::File::create(path).map_err(|e| jail::JailError::io("create console", path, e))?;
+        inside.console = Console::File(expose(path, ExposeMode::BindReadWrite));
+    }
+    Ok((cfg, inside))
+}
+
+fn report_signal(sig: i32) {
+    let why = match sig {
+        libc::SIGSYS => " (SIGSYS: a system call outside its seccomp allowlist)",
+        libc::SIGXFSZ => " (SIGXFSZ: it wrote past its file-size limit)",
+        libc::SIGKILL => " (SIGKILL: killed, e.g. by the cgroup's memory limit)",
+        _ => "",
+    };
+    eprintln!("condo: the VMM was killed by signal {sig}{why}");
+}
+
+/// For `boot` closures: the VMM's own exit reporting (kept in vm_run).
+pub fn exit_code_of(result: Result<VmExit, condo_vmm::Error>) -> i32 {
+    match result {
+        Ok(exit) => {
+            match &exit {
+                VmExit::Reset => {}
+                VmExit::GuestDied(why) => eprintln!("condo: guest died: {why}"),
+                VmExit::Signal(n) => eprintln!("condo: stopped by signal {n}"),
+            }
+            exit.exit_code()
+        }
+        Err(e) => {
+            eprintln!("condo: cannot start the VM: {e}");
+            EXIT_CANNOT_START
+        }
+    }
+}
