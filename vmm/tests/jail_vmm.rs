@@ -124,7 +124,10 @@ impl Waiting {
         match rx.recv_timeout(RUN_TIMEOUT) {
             Ok(status) => status.unwrap().code().unwrap_or(-1),
             Err(_) => {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
                 panic!("condo did not exit within {RUN_TIMEOUT:?}");
             }
         }
