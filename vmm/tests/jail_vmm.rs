@@ -114,7 +114,7 @@ impl Waiting {
         self.wait()
     }
 
-    fn wait(mut self) -> i32 {
+    fn wait(self) -> i32 {
         let pid = self.child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
