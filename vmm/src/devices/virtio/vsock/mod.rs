@@ -38,6 +38,9 @@ pub enum VsockError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The guest CID is reserved or out of range.
+    #[error("vsock guest cid {0}: must be between {MIN_GUEST_CID} and {max} (0-2 are reserved)", max = u32::MAX)]
+    Cid(u64),
     /// epoll or timerfd setup failed.
     #[error("vsock epoll setup: {0}")]
     Epoll(std::io::Error),
