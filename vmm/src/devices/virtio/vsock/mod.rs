@@ -2,6 +2,8 @@
 //! Firecracker's conventions (`CONNECT <port>\n` → `OK <host_port>\n`; guest-initiated
 //! connections to port P go to `<uds>_<P>`).
 //!
+//! - [`device`]: the virtio device (queues rx, tx, event) and [`event_handler`]'s hookup to the
+//!   VMM's event loop;
 //! - [`packet`]: the header and payload, read from and written to descriptor chains;
 //! - [`unix`]: the backend: per-stream state machine with credit-based flow control
 //!   ([`unix::connection`]) and the muxer over host Unix sockets ([`unix::muxer`]).
@@ -9,8 +11,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod device;
+mod event_handler;
 pub mod packet;
 pub mod unix;
+
+pub use device::Vsock;
 
 /// The host's context id (VMADDR_CID_HOST).
 pub const HOST_CID: u64 = 2;
