@@ -18,6 +18,7 @@ use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use crate::devices::{LegacyBus, MmioBus};
 use crate::hooks::ThreadHook;
@@ -237,14 +238,19 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
 }
 
 /// How many virtio devices `config` asks for (disks, then net, then vsock).
-fn virtio_device_count(_config: &VmConfig) -> usize {
-    0
+fn virtio_device_count(config: &VmConfig) -> usize {
+    usize::from(config.vsock.is_some())
 }
 
 /// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
 /// guest), then net, then vsock.
-fn virtio_devices(_config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
-    Ok(Vec::new())
+fn virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
+    let mut slots = Vec::new();
+    if let Some(vsock) = &config.vsock {
+        let device = Vsock::new(vsock.guest_cid, &vsock.uds_path)?;
+        slots.push(VirtioSlot::new(Arc::new(Mutex::new(device))));
+    }
+    Ok(slots)
 }
 
 /// The kernel command line with one `virtio_mmio.device=` per device slot.

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_vsock::{VsockConfig, VsockConfigError};
+
 /// Most vCPUs a VM may have (the MP table and topology code assume a small machine).
 pub const MAX_VCPUS: u8 = 32;
 /// Smallest guest memory: room for the boot structures and a test payload at 1 MiB.
@@ -83,6 +85,9 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default = "default_console")]
     pub console: Console,
+    /// The virtio-vsock device, if any.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
 }
 
 /// A configuration that cannot boot.
@@ -133,6 +138,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The vsock device is misconfigured.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
     /// The command line contains a NUL byte.
     #[error("--cmdline contains a NUL byte at offset {0}")]
     CmdlineNul(usize),
@@ -148,6 +156,7 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory(),
             console: default_console(),
+            vsock: None,
         }
     }
 
@@ -178,6 +187,9 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;
+        }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+mod config_vsock;
 pub mod devices;
 pub mod hooks;
 pub mod host;
@@ -99,6 +100,9 @@ pub enum Error {
         /// What failed.
         what: String,
     },
+    /// The vsock device could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     /// The main event loop failed.
     #[error("event loop: {0}")]
     EventLoop(String),
