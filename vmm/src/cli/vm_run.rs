@@ -76,6 +76,7 @@ pub fn run(mut args: RunArgs) -> i32 {
         thread_hook: None,
         allow_pvm_linux: pvm_override_set(),
         checked_outside: false,
+        ..Default::default()
     };
     super::vm_jail::run(config, options, &jail, boot)
 }

@@ -5,6 +5,7 @@
 //! valid packet buffer is returned used with length 0 and its packet dropped: the guest only
 //! hurts its own streams.
 
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -93,6 +94,13 @@ pub fn process_rx(queue: &mut Queue, mem: &GuestMemoryMmap, muxer: &mut Muxer) -
     used
 }
 
+fn check_cid(guest_cid: u64) -> Result<(), VsockError> {
+    if guest_cid < MIN_GUEST_CID || guest_cid > u64::from(u32::MAX) {
+        return Err(VsockError::Cid(guest_cid));
+    }
+    Ok(())
+}
+
 /// The queues and memory of an activated device.
 pub(super) struct Active {
     pub(super) mem: GuestMemoryMmap,
@@ -111,10 +119,24 @@ pub struct Vsock {
 impl Vsock {
     /// A device for a guest with `guest_cid`, served on the Unix socket at `uds_path`.
     pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Vsock, VsockError> {
-        if guest_cid < MIN_GUEST_CID || guest_cid > u64::from(u32::MAX) {
-            return Err(VsockError::Cid(guest_cid));
-        }
-        let muxer = Muxer::new(guest_cid, uds_path)?;
+        check_cid(guest_cid)?;
+        Vsock::with_muxer(guest_cid, Muxer::new(guest_cid, uds_path)?)
+    }
+
+    /// A device serving an already bound listener (see [`Muxer::with_listener`]).
+    pub fn with_listener(
+        guest_cid: u64,
+        listener: UnixListener,
+        uds_path: &Path,
+    ) -> Result<Vsock, VsockError> {
+        check_cid(guest_cid)?;
+        Vsock::with_muxer(
+            guest_cid,
+            Muxer::with_listener(guest_cid, listener, uds_path)?,
+        )
+    }
+
+    fn with_muxer(guest_cid: u64, muxer: Muxer) -> Result<Vsock, VsockError> {
         let queue_events = QUEUE_SIZES
             .iter()
             .map(|_| EventFd::new(EFD_NONBLOCK))

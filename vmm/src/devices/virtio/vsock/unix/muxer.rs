@@ -72,6 +72,21 @@ impl Muxer {
             source,
         };
         let listener = UnixListener::bind(uds_path).map_err(bind_err)?;
+        Muxer::with_listener(guest_cid, listener, uds_path)
+    }
+
+    /// A muxer serving a listener bound by someone else (the jail's parent binds it on the
+    /// host, where the VMM cannot); `uds_path` is where guest-initiated `<uds>_<port>` sockets
+    /// are looked up.
+    pub fn with_listener(
+        guest_cid: u64,
+        listener: UnixListener,
+        uds_path: &Path,
+    ) -> Result<Muxer, VsockError> {
+        let bind_err = |source| VsockError::Bind {
+            path: uds_path.to_path_buf(),
+            source,
+        };
         listener.set_nonblocking(true).map_err(bind_err)?;
         let epoll = Epoll::new().map_err(VsockError::Epoll)?;
         let timer = TimerFd::new().map_err(|e| VsockError::Epoll(e.into()))?;
@@ -134,14 +149,12 @@ impl Muxer {
 
     fn accept_clients(&mut self) {
         loop {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+            let stream = match accept_nonblocking(&self.listener) {
+                Ok(stream) => stream,
                 // WouldBlock: all accepted; other errors (EMFILE...): retry on the next event.
                 Err(_) => return,
             };
-            if self.handshakes.len() >= MAX_PENDING_HANDSHAKES
-                || stream.set_nonblocking(true).is_err()
-            {
+            if self.handshakes.len() >= MAX_PENDING_HANDSHAKES {
                 continue;
             }
             let fd = stream.as_raw_fd();
@@ -420,6 +433,24 @@ fn peek_stream(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(ret as usize)
+}
+
+/// accept4 with SOCK_NONBLOCK: one system call, and no FIONBIO ioctl for the seccomp filter.
+fn accept_nonblocking(listener: &UnixListener) -> io::Result<UnixStream> {
+    // SAFETY: accept4 with null address arguments only returns a new descriptor (checked).
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Connects without blocking: a listener with a full backlog gives EAGAIN (→ RST) instead of
