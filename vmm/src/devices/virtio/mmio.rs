@@ -231,6 +231,9 @@ impl MmioTransport {
                 .selected_queue()
                 .map_or(0, |q| u32::from(q.queue.ready())),
             regs::INTERRUPT_STATUS => self.interrupt.status(),
+            regs::STATUS if self.interrupt.needs_reset() => {
+                self.status | status::DEVICE_NEEDS_RESET
+            }
             regs::STATUS => self.status,
             regs::CONFIG_GENERATION => self.config_generation,
             _ => 0,

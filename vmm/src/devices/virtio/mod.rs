@@ -11,10 +11,11 @@
 //! Every device treats the guest as hostile: guest memory is only touched through
 //! vm-memory's checked accessors, and bad rings or requests fail the request, never the VMM.
 
+pub mod block;
 pub mod mmio;
 pub mod vsock;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
@@ -44,6 +45,7 @@ pub const VIRTIO_MMIO_INT_CONFIG: u32 = 0x2;
 pub struct Interrupt {
     status: AtomicU32,
     irqfd: EventFd,
+    needs_reset: AtomicBool,
 }
 
 impl Interrupt {
@@ -52,6 +54,7 @@ impl Interrupt {
         Self {
             status: AtomicU32::new(0),
             irqfd,
+            needs_reset: AtomicBool::new(false),
         }
     }
 
@@ -76,9 +79,22 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// The device cannot go on (the guest broke a queue): the transport shows
+    /// DEVICE_NEEDS_RESET and the guest gets a configuration interrupt.
+    pub fn device_needs_reset(&self) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        let _ = self.trigger(VIRTIO_MMIO_INT_CONFIG);
+    }
+
+    /// Whether the device asked for a reset.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
+    }
+
     /// Clears every bit (device reset).
     pub fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
+        self.needs_reset.store(false, Ordering::SeqCst);
     }
 
     /// The irqfd, to register with KVM.
@@ -189,3 +205,5 @@ mod tests {
 
 #[cfg(test)]
 mod mmio_tests;
+#[cfg(test)]
+pub(crate) mod test_ring;
