@@ -6,15 +6,20 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use event_manager::MutEventSubscriber;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::Cap;
+use kvm_ioctls::{Cap, IoEventAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::x86_64::layout::EBDA_START;
+use crate::arch::x86_64::layout::{
+    EBDA_START, VIRTIO_FIRST_GSI, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT,
+};
 use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
-use crate::devices::LegacyBus;
+use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
+use crate::devices::{LegacyBus, MmioBus};
 use crate::hooks::ThreadHook;
 use crate::image::{inspect_kernel, KernelFormat};
 use crate::loader::{self, BootImages};
@@ -27,6 +32,28 @@ use crate::Error;
 const COM1_IRQ: u32 = 4;
 /// IRQ line of the i8042's keyboard port.
 const I8042_IRQ: u32 = 1;
+
+/// A subscriber of the VMM's event loop (the main thread).
+pub type EventSubscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A virtio device as the builder registers it: the transport's view of it and its event
+/// handler's (usually the same `Arc<Mutex<Device>>`).
+pub struct VirtioSlot {
+    /// The device, for the MMIO transport.
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
+    /// Its queue (and backend) event handler, served by the event loop.
+    pub handler: EventSubscriber,
+}
+
+impl VirtioSlot {
+    /// The slot of a device that is its own event handler.
+    pub fn new<D: VirtioDevice + MutEventSubscriber + 'static>(device: Arc<Mutex<D>>) -> Self {
+        Self {
+            device: device.clone(),
+            handler: device,
+        }
+    }
+}
 
 /// Options beyond the boot configuration.
 #[derive(Clone, Default)]
@@ -45,7 +72,10 @@ pub struct RunOptions {
 pub fn preflight(config: &VmConfig, options: &RunOptions) -> Result<KernelFormat, Error> {
     config.validate()?;
     let format = kernel_format(&config.kernel)?;
-    loader::check_cmdline(&config.cmdline, format)?;
+    loader::check_cmdline(
+        &virtio_cmdline(&config.cmdline, virtio_device_count(config)),
+        format,
+    )?;
     crate::host::check_guest_runs(
         crate::host::is_pvm(),
         options.allow_pvm_linux,
@@ -120,14 +150,21 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
             what: "KVM_IRQFD for the i8042",
             source,
         })?;
-    let bus = Arc::new(LegacyBus::new(serial.clone(), I8042::new(Some(kbd_irq))));
+    let virtio = virtio_devices(config)?;
+    let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
+    let (mmio, subscribers) = register_virtio_devices(&vm, virtio)?;
+    let bus = Arc::new(LegacyBus::new(
+        serial.clone(),
+        I8042::new(Some(kbd_irq)),
+        mmio,
+    ));
 
     // 6. Kernel, initramfs, command line, boot structures, MP table.
     let images = BootImages {
         kernel: &config.kernel,
         format,
         initrd: config.initrd.as_deref(),
-        cmdline: &config.cmdline,
+        cmdline: &cmdline,
     };
     let entry = loader::load(vm.memory(), mem_size, &images)?;
     vm_memory::Bytes::write_slice(
@@ -185,6 +222,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
         signals,
         serial,
         stdin_attached,
+        subscribers,
     };
     let (exit, all_stopped) = running.run(options.thread_hook.as_ref())?;
     if crate::stats::enabled() {
@@ -198,6 +236,78 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     Ok(exit)
 }
 
+/// How many virtio devices `config` asks for (disks, then net, then vsock).
+fn virtio_device_count(_config: &VmConfig) -> usize {
+    0
+}
+
+/// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
+/// guest), then net, then vsock.
+fn virtio_devices(_config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
+    Ok(Vec::new())
+}
+
+/// The kernel command line with one `virtio_mmio.device=` per device slot.
+pub fn virtio_cmdline(cmdline: &str, devices: usize) -> String {
+    let mut full = cmdline.trim_end().to_string();
+    for slot in 0..devices {
+        let base = VIRTIO_MMIO_BASE + slot as u64 * VIRTIO_MMIO_SLOT;
+        let gsi = VIRTIO_FIRST_GSI as usize + slot;
+        if !full.is_empty() {
+            full.push(' ');
+        }
+        full.push_str(&format!(
+            "virtio_mmio.device={}K@{base:#x}:{gsi}",
+            VIRTIO_MMIO_SLOT >> 10
+        ));
+    }
+    full
+}
+
+/// Puts every virtio device in its MMIO slot: an irqfd on the slot's GSI, an ioeventfd per
+/// queue on QueueNotify (matching the queue index), and a transport on the bus. Returns the
+/// bus and the devices' event handlers for the event loop.
+fn register_virtio_devices(
+    vm: &Vm,
+    devices: Vec<VirtioSlot>,
+) -> Result<(MmioBus, Vec<EventSubscriber>), Error> {
+    if devices.len() > VIRTIO_MAX_DEVICES {
+        return Err(Error::Virtio {
+            slot: devices.len() - 1,
+            what: format!("at most {VIRTIO_MAX_DEVICES} virtio devices fit"),
+        });
+    }
+    let mut bus = MmioBus::default();
+    let mut handlers = Vec::with_capacity(devices.len());
+    for (slot, entry) in devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + slot as u64 * VIRTIO_MMIO_SLOT;
+        let gsi = VIRTIO_FIRST_GSI + slot as u32;
+        let virtio_err = |what: String| Error::Virtio { slot, what };
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+        vm.fd()
+            .register_irqfd(&irqfd, gsi)
+            .map_err(|e| virtio_err(format!("KVM_IRQFD on GSI {gsi}: {e}")))?;
+        {
+            let device = entry.device.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, evt) in device.queue_events().iter().enumerate() {
+                vm.fd()
+                    .register_ioevent(
+                        evt,
+                        &IoEventAddress::Mmio(base + QUEUE_NOTIFY),
+                        index as u32,
+                    )
+                    .map_err(|e| virtio_err(format!("KVM_IOEVENTFD for queue {index}: {e}")))?;
+            }
+        }
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+        let transport = MmioTransport::new(entry.device, vm.memory().clone(), interrupt)
+            .map_err(|e| virtio_err(e.to_string()))?;
+        bus.push(transport);
+        handlers.push(entry.handler);
+    }
+    Ok((bus, handlers))
+}
+
 fn open_console(console: &Console) -> Result<ConsoleOutput, Error> {
     Ok(match console {
         Console::Stdout => Box::new(std::io::stdout()),
@@ -206,4 +316,20 @@ fn open_console(console: &Console) -> Result<ConsoleOutput, Error> {
             source,
         })?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_announces_each_virtio_slot() {
+        assert_eq!(virtio_cmdline("console=ttyS0 ", 0), "console=ttyS0");
+        assert_eq!(
+            virtio_cmdline("console=ttyS0", 2),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        );
+        assert_eq!(virtio_cmdline("", 1), "virtio_mmio.device=4K@0xd0000000:5");
+    }
 }

@@ -92,6 +92,14 @@ pub enum Error {
     /// A jail hook failed.
     #[error("{0}")]
     ThreadHook(String),
+    /// A virtio device could not be set up.
+    #[error("virtio device in slot {slot}: {what}")]
+    Virtio {
+        /// Its slot (0 = first disk).
+        slot: usize,
+        /// What failed.
+        what: String,
+    },
     /// The main event loop failed.
     #[error("event loop: {0}")]
     EventLoop(String),
