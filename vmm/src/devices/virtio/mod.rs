@@ -12,6 +12,7 @@
 //! vm-memory's checked accessors, and bad rings or requests fail the request, never the VMM.
 
 pub mod mmio;
+pub mod net;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
