@@ -237,14 +237,33 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
 }
 
 /// How many virtio devices `config` asks for (disks, then net, then vsock).
-fn virtio_device_count(_config: &VmConfig) -> usize {
-    0
+fn virtio_device_count(config: &VmConfig) -> usize {
+    config.net.len()
 }
 
 /// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
 /// guest), then net, then vsock.
-fn virtio_devices(_config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
-    Ok(Vec::new())
+fn virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
+    let mut slots = Vec::new();
+    for (i, net) in config.net.iter().enumerate() {
+        slots.push(net_device(slots.len(), i, net)?);
+    }
+    Ok(slots)
+}
+
+/// virtio-net on its tap: the descriptor attached before the jail, or the tap by name.
+fn net_device(slot: usize, index: usize, net: &crate::net::NetConfig) -> Result<VirtioSlot, Error> {
+    let err = |what: String| Error::Virtio { slot, what };
+    let tap = match net.tap_fd {
+        // SAFETY: the jail kept this descriptor open for this device alone (vm_jail).
+        Some(fd) => crate::net::Tap::from_fd(unsafe { crate::net::tap::owned_from_raw(fd) }),
+        None => crate::net::Tap::open(&net.tap),
+    }
+    .map_err(|e| err(format!("--net #{index}: {e}")))?;
+    let mac = net.mac.unwrap_or_else(crate::net::Mac::random_local);
+    let device = crate::devices::virtio::net::Net::new(Box::new(tap), mac)
+        .map_err(|e| err(format!("--net #{index}: eventfd: {e}")))?;
+    Ok(VirtioSlot::new(Arc::new(Mutex::new(device))))
 }
 
 /// The kernel command line with one `virtio_mmio.device=` per device slot.

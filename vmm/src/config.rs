@@ -83,11 +83,17 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default = "default_console")]
     pub console: Console,
+    /// virtio-net interfaces, each on a host tap.
+    #[serde(default)]
+    pub net: Vec<crate::net::NetConfig>,
 }
 
 /// A configuration that cannot boot.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A network interface that cannot be made.
+    #[error(transparent)]
+    Net(crate::net::NetError),
     /// vCPU count out of range.
     #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
     Vcpus(u64),
@@ -148,6 +154,7 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory(),
             console: default_console(),
+            net: Vec::new(),
         }
     }
 
@@ -175,6 +182,9 @@ impl VmConfig {
             return Err(ConfigError::CmdlineNul(at));
         }
         check_file("kernel", &self.kernel)?;
+        for net in &self.net {
+            net.validate().map_err(ConfigError::Net)?;
+        }
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;

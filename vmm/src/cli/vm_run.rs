@@ -6,6 +6,7 @@ use clap::Args;
 
 use condo_vmm::config::{Console, VmConfig, DEFAULT_CMDLINE};
 use condo_vmm::host::pvm_override_set;
+use condo_vmm::net::NetConfig;
 use condo_vmm::{run_vm, RunOptions};
 
 /// Exit code when the VM could not start.
@@ -16,7 +17,7 @@ const EXIT_CANNOT_START: i32 = 1;
 pub struct RunArgs {
     /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
     /// console); the flags below are then not allowed.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console"])]
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "net"])]
     config: Option<PathBuf>,
     /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -36,6 +37,9 @@ pub struct RunArgs {
     /// Serial console: stdout (stdin feeds the guest) or a file path.
     #[arg(long, value_name = "stdout|PATH", default_value = "stdout")]
     console: Console,
+    /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    net: Vec<NetConfig>,
     #[command(flatten)]
     jail: super::vm_jail::JailArgs,
 }
@@ -52,6 +56,7 @@ impl RunArgs {
             vcpus: self.vcpus,
             memory_mib: self.memory,
             console: self.console,
+            net: self.net,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! also drops tenant traffic: accept in one nftables table does not override a drop in another.
 
 pub mod addr;
+pub mod config;
 pub mod host;
 pub mod nft;
 pub mod ports;
@@ -20,6 +21,7 @@ pub mod tap;
 use std::net::Ipv4Addr;
 
 pub use addr::{Mac, TenantAddrs};
+pub use config::NetConfig;
 pub use host::NetHost;
 pub use nft::Published;
 pub use ports::{PortSpec, Proto};
@@ -54,6 +56,14 @@ pub enum NetError {
         n: u32,
         /// Limit.
         max: u32,
+    },
+    /// A `--net` value that does not parse.
+    #[error("--net {spec:?}: {why}")]
+    BadNetSpec {
+        /// As given.
+        spec: String,
+        /// What is wrong.
+        why: String,
     },
     /// A tap name the kernel would refuse.
     #[error("tap name {0:?}: 1 to 15 characters, no '/', space or NUL")]
