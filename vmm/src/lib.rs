@@ -12,6 +12,7 @@ pub mod host;
 pub mod image;
 pub mod jail;
 pub mod loader;
+pub mod net;
 pub mod runner;
 pub mod stats;
 pub mod vstate;
