@@ -189,7 +189,8 @@ impl Applier<'_> {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.hardlink(&raw, &parent, name, &target)
             }
-            T::Char | T::Block | T::Fifo => {
+            T::Fifo => self.node(&raw, &parent, name, kind, 0, &meta),
+            T::Char | T::Block => {
                 let major = header.device_major().map_err(bad_header)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(bad_header)?.unwrap_or(0);
                 self.node(
@@ -501,3 +502,7 @@ fn prune_lower<Fd: AsFd>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod tests;

@@ -15,6 +15,8 @@ mod layers;
 mod names;
 mod store;
 mod tar_safety;
+#[cfg(test)]
+mod testutil;
 
 use std::path::PathBuf;
 
