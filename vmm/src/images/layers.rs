@@ -52,8 +52,25 @@ impl Compression {
     pub fn decoder<'a, R: Read + 'a>(self, reader: R) -> Box<dyn Read + 'a> {
         match self {
             Compression::None => Box::new(reader),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Compression::Gzip => Box::new(NamedErrors {
+                inner: flate2::read::MultiGzDecoder::new(reader),
+                prefix: "invalid gzip data",
+            }),
         }
+    }
+}
+
+/// Prefixes a decoder's errors so they read as what they are.
+struct NamedErrors<R> {
+    inner: R,
+    prefix: &'static str,
+}
+
+impl<R: Read> Read for NamedErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.prefix)))
     }
 }
 
@@ -152,11 +169,14 @@ impl Applier<'_> {
             layer: self.layer.to_string(),
             reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(&raw)),
         };
+        let old = header.as_old();
         let meta = Meta {
             mode: header.mode().map_err(bad_header)? & MODE_MASK,
-            uid: u32::try_from(header.uid().map_err(bad_header)?).unwrap_or(u32::MAX),
-            gid: u32::try_from(header.gid().map_err(bad_header)?).unwrap_or(u32::MAX),
-            mtime: header.mtime().map_err(bad_header)?,
+            uid: u32::try_from(numeric(header.uid(), &old.uid).map_err(bad_header)?)
+                .unwrap_or(u32::MAX),
+            gid: u32::try_from(numeric(header.gid(), &old.gid).map_err(bad_header)?)
+                .unwrap_or(u32::MAX),
+            mtime: numeric(header.mtime(), &old.mtime).map_err(bad_header)?,
         };
         let kind = header.entry_type();
         self.stats.entries += 1;
@@ -434,6 +454,15 @@ impl Applier<'_> {
                 .map_err(|e| self.os(raw, "set mtime", e))?;
         }
         Ok(())
+    }
+}
+
+/// A numeric header field; an empty one (all NUL or spaces) reads as 0, as Go's
+/// archive/tar (and so Docker) reads it.
+fn numeric(parsed: std::io::Result<u64>, raw: &[u8]) -> std::io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
     }
 }
 
