@@ -403,3 +403,34 @@ fn hostile_layers_fail_and_leave_the_store_unchanged() {
     );
     import_fails(&env, &dir, &["layer 2/2", "invalid gzip data"]);
 }
+
+#[test]
+fn ext4_is_the_fallback_filesystem() {
+    if !Path::new("/sbin/mkfs.ext4").exists() && !Path::new("/usr/sbin/mkfs.ext4").exists() {
+        eprintln!("SKIP ext4_is_the_fallback_filesystem: mkfs.ext4 is not installed (e2fsprogs)");
+        return;
+    }
+    let env = Env::new("ext4");
+    let rootfs = env.path("rootfs");
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(rootfs.join("etc/hostname"), b"condo\n").unwrap();
+    let mut cmd: Command = common::condo();
+    cmd.env("CONDO_STATE_DIR", env.state())
+        .env("CONDO_IMAGE_FS", "ext4")
+        .args(["image", "import", rootfs.to_str().unwrap()]);
+    let out = common::run(cmd);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let records = env.records();
+    assert_eq!(records[0]["fs_type"], "ext4");
+    let fs_path = records[0]["fs_path"].as_str().unwrap();
+    assert!(fs_path.ends_with("rootfs.ext4"), "{fs_path}");
+    let check = Command::new("e2fsck")
+        .args(["-fn", fs_path])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
