@@ -392,6 +392,17 @@ fn hostile_layers_fail_and_leave_the_store_unchanged() {
         import_fails(&env, &dir, needles);
         assert!(!env.dir.join("evil").exists() && !env.state().join("evil").exists());
     }
+    // zstd garbage likewise.
+    let garbage = b"\x28\xb5\x2f\xfdgarbage that is not a zstd frame".to_vec();
+    let dir = env.path("zstd-garbage");
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    write_oci_layout(
+        &dir,
+        &image_with_layer(b"x".to_vec(), garbage),
+        "x",
+        [LAYER_TYPES[0], zstd],
+    );
+    import_fails(&env, &dir, &["layer 2/2", "invalid zstd data"]);
     // gzip garbage with correct digests: the decompressor fails, naming the layer.
     let garbage = b"\x1f\x8b\x08\x00garbage that is not deflate".to_vec();
     let dir = env.path("gzip-garbage");
@@ -433,4 +444,36 @@ fn ext4_is_the_fallback_filesystem() {
         "e2fsck: {}",
         String::from_utf8_lossy(&check.stdout)
     );
+}
+
+#[test]
+fn zstd_layers_import() {
+    if !mkfs_erofs_or_skip("zstd_layers_import") {
+        return;
+    }
+    let env = Env::new("zstd");
+    use tar::EntryType::Regular as F;
+    let layer = tar_of(&[(F, "etc/zstd", b"from a zstd layer", 0o644)]);
+    let blob =
+        ruzstd::encoding::compress_to_vec(&layer[..], ruzstd::encoding::CompressionLevel::Fastest);
+    let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+    write_oci_layout(
+        &env.path("layout"),
+        &image_with_layer(layer, blob),
+        "x",
+        [LAYER_TYPES[0], zstd],
+    );
+    env.ok(&[
+        "import",
+        env.path("layout").to_str().unwrap(),
+        "--name",
+        "z",
+    ]);
+    let records = env.records();
+    let root = extract(&env, records[0]["fs_path"].as_str().unwrap());
+    assert_eq!(
+        fs::read(root.join("etc/zstd")).unwrap(),
+        b"from a zstd layer"
+    );
+    assert!(root.join("bin/tool").is_file());
 }

@@ -36,6 +36,8 @@ pub enum Compression {
     None,
     /// gzip.
     Gzip,
+    /// zstd.
+    Zstd,
 }
 
 impl Compression {
@@ -43,6 +45,8 @@ impl Compression {
     pub fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
+        } else if head.starts_with(&super::zstd::MAGIC) {
+            Compression::Zstd
         } else {
             Compression::None
         }
@@ -55,6 +59,10 @@ impl Compression {
             Compression::Gzip => Box::new(NamedErrors {
                 inner: flate2::read::MultiGzDecoder::new(reader),
                 prefix: "invalid gzip data",
+            }),
+            Compression::Zstd => Box::new(NamedErrors {
+                inner: super::zstd::ZstdReader::new(std::io::BufReader::new(reader)),
+                prefix: "invalid zstd data",
             }),
         }
     }

@@ -270,3 +270,15 @@ fn gzip_layers_apply_and_garbage_is_an_error() {
         .to_string();
     assert!(err.contains("layer gz"), "{err}");
 }
+
+#[test]
+fn zstd_layers_apply() {
+    let f = fixture();
+    let tar = tar_of(&[E::File("zs", b"zstd data", 0o644)]);
+    let layer =
+        ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest);
+    assert_eq!(Compression::sniff(&layer), Compression::Zstd);
+    let mut reader = Compression::Zstd.decoder(&layer[..]);
+    apply(&f.root, &mut reader, "layer zst").unwrap();
+    assert_eq!(fs::read(f.root_path.join("zs")).unwrap(), b"zstd data");
+}

@@ -17,6 +17,7 @@ mod store;
 mod tar_safety;
 #[cfg(test)]
 mod testutil;
+mod zstd;
 
 use std::path::PathBuf;
 
