@@ -282,3 +282,48 @@ fn zstd_layers_apply() {
     apply(&f.root, &mut reader, "layer zst").unwrap();
     assert_eq!(fs::read(f.root_path.join("zs")).unwrap(), b"zstd data");
 }
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings and a live buffer whose length is passed with it.
+    let n = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn pax_records_give_big_ids_mtimes_and_wanted_xattrs() {
+    let f = fixture();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("uid", &b"100000"[..]),
+        ("mtime", b"1800000000.5"),
+        ("SCHILY.xattr.user.condo", b"yes"),
+        ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("f").unwrap();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    apply_bytes(&f, &b.into_inner().unwrap()).unwrap();
+    let path = f.root_path.join("f");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.mtime(), 1_800_000_000);
+    if Uid::effective().is_root() {
+        assert_eq!(meta.uid(), 100_000);
+    }
+    assert_eq!(get_xattr(&path, "user.condo").as_deref(), Some(&b"yes"[..]));
+    assert_eq!(get_xattr(&path, "trusted.overlay.opaque"), None);
+}
