@@ -42,7 +42,7 @@ struct Args {
 enum Command {
     /// Talk to a running agent (debugging, real-guest tests).
     Ctl {
-        /// unix:PATH or vsock:CID:PORT
+        /// unix:PATH, vsock:CID:PORT or vsock-uds:PATH[:PORT] (a VMM's vsock Unix socket)
         #[arg(long)]
         target: Target,
         /// Keep retrying the connection this long (the agent may still be booting).

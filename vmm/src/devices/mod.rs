@@ -2,5 +2,6 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod virtio;
 
 pub use bus::{DeviceAction, IoHandler, LegacyBus};

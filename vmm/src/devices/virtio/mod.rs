@@ -1,0 +1,3 @@
+//! virtio devices (the transport lands with issue-virtio).
+
+pub mod vsock;
