@@ -13,6 +13,7 @@ pub mod jail;
 pub mod loader;
 pub mod runner;
 pub mod stats;
+pub mod tenant;
 pub mod vstate;
 
 use std::path::PathBuf;
