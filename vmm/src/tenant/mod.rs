@@ -82,7 +82,7 @@ pub enum TenantError {
     Agent {
         name: String,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -389,7 +389,7 @@ impl Tenant {
     pub fn agent_error(&self, source: ClientError) -> TenantError {
         TenantError::Agent {
             name: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }
