@@ -9,6 +9,7 @@ pub mod devices;
 pub mod hooks;
 pub mod host;
 pub mod image;
+pub mod images;
 pub mod jail;
 pub mod loader;
 pub mod runner;

@@ -1,5 +1,6 @@
 //! The `condo` command line: one file per verb.
 
+pub mod image;
 pub mod vm_jail;
 pub mod vm_run;
 
@@ -20,6 +21,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Container images: import, list, remove.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 /// `condo vm ...`
@@ -34,5 +38,6 @@ pub enum VmCommand {
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Vm(VmCommand::Run(args)) => vm_run::run(args),
+        Command::Image(command) => image::run(command),
     }
 }
