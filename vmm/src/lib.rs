@@ -16,6 +16,7 @@ pub mod loader;
 pub mod net;
 pub mod runner;
 pub mod stats;
+pub mod tenant;
 pub mod vstate;
 
 use std::path::PathBuf;
