@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_vsock::{VsockConfig, VsockConfigError};
+
 /// Most vCPUs a VM may have (the MP table and topology code assume a small machine).
 pub const MAX_VCPUS: u8 = 32;
 /// Smallest guest memory: room for the boot structures and a test payload at 1 MiB.
@@ -117,11 +119,20 @@ pub struct VmConfig {
     /// virtio-blk disks, /dev/vda, /dev/vdb, ... in the guest.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// The virtio-vsock device, if any.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// virtio-net interfaces, each on a host tap.
+    #[serde(default)]
+    pub net: Vec<crate::net::NetConfig>,
 }
 
 /// A configuration that cannot boot.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A network interface that cannot be made.
+    #[error(transparent)]
+    Net(crate::net::NetError),
     /// vCPU count out of range.
     #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
     Vcpus(u64),
@@ -167,6 +178,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The vsock device is misconfigured.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
     /// More virtio devices than there are slots.
     #[error(
         "{disks} disks: at most {max} virtio devices fit in a VM ({others} taken by net and vsock)"
@@ -198,13 +212,15 @@ impl VmConfig {
             memory_mib: default_memory(),
             console: default_console(),
             disks: Vec::new(),
+            vsock: None,
+            net: Vec::new(),
         }
     }
 
     /// Number of virtio devices the configuration asks for (each takes an MMIO slot and a
     /// GSI).
     pub fn virtio_device_count(&self) -> usize {
-        self.disks.len()
+        self.disks.len() + self.net.len() + usize::from(self.vsock.is_some())
     }
 
     /// Reads a JSON configuration file.
@@ -231,9 +247,15 @@ impl VmConfig {
             return Err(ConfigError::CmdlineNul(at));
         }
         check_file("kernel", &self.kernel)?;
+        for net in &self.net {
+            net.validate().map_err(ConfigError::Net)?;
+        }
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;
+        }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
         }
         self.check_disks()
     }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use condo_agent::agent::ctl::{self, Target};
 use condo_agent::agent::launch::{self, ListenOn};
 use condo_agent::agent::runtime_backend::RuntimeBackend;
-use condo_agent::agent::{self, cmdline, init, log, reaper};
+use condo_agent::agent::{self, cmdline, disks, init, log, reaper};
 use condo_agent::runtime::defaults::{default_spec, SpecOptions};
 use condo_protocol::CreateContainer;
 
@@ -42,7 +42,7 @@ struct Args {
 enum Command {
     /// Talk to a running agent (debugging, real-guest tests).
     Ctl {
-        /// unix:PATH or vsock:CID:PORT
+        /// unix:PATH, vsock:CID:PORT or vsock-uds:PATH[:PORT] (a VMM's vsock Unix socket)
         #[arg(long)]
         target: Target,
         /// Keep retrying the connection this long (the agent may still be booting).
@@ -84,7 +84,9 @@ enum CtlAction {
 
 fn main() -> ExitCode {
     let start_ns = agent::boottime_ns();
-    if std::process::id() == 1 {
+    // PID 1 is a guest's init, unless told to serve a Unix socket: then it is the supervisor
+    // of `--isolation process`, PID 1 of its own pid namespace on a host.
+    if std::process::id() == 1 && !std::env::args_os().any(|arg| arg == "--unix") {
         run_as_init(start_ns)
     }
     let args = Args::parse();
@@ -151,6 +153,9 @@ fn run_as_init(start_ns: u64) -> ! {
         log(format_args!("cannot set PID 1's oom_score_adj: {err}"));
     }
     if let Err(err) = init::set_hostname(&config.hostname) {
+        log(format_args!("{err}"));
+    }
+    for err in disks::mount_disks(&config.disks) {
         log(format_args!("{err}"));
     }
     // The kernel starts init with an almost empty environment; container specs set their own.
