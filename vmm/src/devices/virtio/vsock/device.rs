@@ -157,7 +157,7 @@ impl Vsock {
 
     /// Runs the queues after an event: TX first (it may produce RX), then RX. Interrupts the
     /// guest if any buffer was used.
-    pub(super) fn process_queues(&mut self) {
+    pub fn process_queues(&mut self) {
         let Some(active) = self.active.as_mut() else {
             return;
         };
