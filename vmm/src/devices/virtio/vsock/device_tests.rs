@@ -184,3 +184,11 @@ fn nothing_happens_before_activation_or_after_reset() {
     rig.vsock.process_queues();
     assert_eq!(rig.txq.used().idx().load(), 0);
 }
+
+#[test]
+fn activation_kicks_the_event_loop_instead_of_working_on_the_vcpu_thread() {
+    let mem = memory();
+    let rig = rig(&mem);
+    assert_eq!(rig.vsock.queue_events()[RXQ].read().unwrap(), 1);
+    assert_eq!(rig.rxq.used().idx().load(), 0, "nothing done during activation");
+}
