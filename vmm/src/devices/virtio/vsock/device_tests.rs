@@ -190,5 +190,9 @@ fn activation_kicks_the_event_loop_instead_of_working_on_the_vcpu_thread() {
     let mem = memory();
     let rig = rig(&mem);
     assert_eq!(rig.vsock.queue_events()[RXQ].read().unwrap(), 1);
-    assert_eq!(rig.rxq.used().idx().load(), 0, "nothing done during activation");
+    assert_eq!(
+        rig.rxq.used().idx().load(),
+        0,
+        "nothing done during activation"
+    );
 }
