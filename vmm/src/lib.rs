@@ -10,10 +10,13 @@ pub mod devices;
 pub mod hooks;
 pub mod host;
 pub mod image;
+pub mod images;
 pub mod jail;
 pub mod loader;
+pub mod net;
 pub mod runner;
 pub mod stats;
+pub mod tenant;
 pub mod vstate;
 
 use std::path::PathBuf;
