@@ -112,6 +112,10 @@ pub fn run(
             if let Some(path) = &new_console_file {
                 let _ = std::fs::remove_file(path);
             }
+            if anonymous && args.jail_uid.is_none() {
+                // Nothing was started: the uid allocated for this run goes back too.
+                let _ = uid_alloc::release(&uids_file(&args.jail_base), &id);
+            }
             return EXIT_CANNOT_START;
         }
     };

@@ -10,6 +10,17 @@
 //!
 //! Every device treats the guest as hostile: guest memory is only touched through
 //! vm-memory's checked accessors, and bad rings or requests fail the request, never the VMM.
+//!
+//! Adding a device (`block/` is the example): a folder `<dev>/` with `device.rs` (the
+//! `VirtioDevice` impl, owning one `EventFd` per queue, and the queue loop: disable
+//! notifications, drain with `queue.iter()` (an error there means the guest broke the
+//! available index: stop and call [`Interrupt::device_needs_reset`]), `add_used`, re-enable
+//! and loop while `enable_notification` says more arrived; bound the work per run), the
+//! request/packet parser, and `event_handler.rs` (a `MutEventSubscriber` adding the queue
+//! eventfds and backend fds). Register it in `builder::virtio_devices` with
+//! `VirtioSlot::new` (order: disks, net, vsock) and count it in
+//! `VmConfig::virtio_device_count`; allow its system calls for the "vmm" thread in
+//! `vmm/seccomp/x86_64.json`.
 
 pub mod block;
 pub mod mmio;

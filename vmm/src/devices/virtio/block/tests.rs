@@ -154,6 +154,42 @@ fn get_id_and_capacity() {
     let mut capacity = [0u8; 8];
     f.block.read_config(0, &mut capacity);
     assert_eq!(u64::from_le_bytes(capacity), SECTORS);
+    let mut seg_max = [0u8; 4];
+    f.block.read_config(12, &mut seg_max);
+    assert_eq!(u32::from_le_bytes(seg_max), 254);
+    assert_ne!(
+        f.block.avail_features() & (1 << 2),
+        0,
+        "VIRTIO_BLK_F_SEG_MAX offered"
+    );
+}
+
+#[test]
+fn a_request_with_many_segments() {
+    let mut f = fixture(true);
+    f.header(VIRTIO_BLK_T_IN, 0);
+    // Header, 8 one-sector segments in reverse sector order of memory, status: 10 descriptors
+    // in an indirect table.
+    let table = DATA + 0x8000;
+    let at = |i: u64| vm_memory::GuestAddress(table + 16 * i);
+    f.ring.write_desc(at(0), HDR, 16, F_NEXT, 1);
+    for i in 0..8u16 {
+        let buf = BUF + 512 * u64::from(7 - i);
+        f.ring
+            .write_desc(at(u64::from(i) + 1), buf, 512, F_NEXT | F_WRITE, i + 2);
+    }
+    f.ring.write_desc(at(9), STATUS, 1, F_WRITE, 0);
+    f.ring.set_desc(0, table, 160, F_INDIRECT, 0);
+    f.ring.publish(0);
+    assert_eq!(f.run(), (VIRTIO_BLK_S_OK, 8 * 512 + 1));
+    for sector in 0..8u64 {
+        let buf = BUF + 512 * (7 - sector);
+        assert_eq!(
+            f.ring.read_bytes(buf, 512),
+            vec![sector as u8; 512],
+            "sector {sector}"
+        );
+    }
 }
 
 #[test]
@@ -333,7 +369,7 @@ fn not_activated_serves_nothing() {
     assert_eq!(block.process_queue().completed, 0);
     let mut capacity = [0xffu8; 8];
     block.read_config(0, &mut capacity);
-    assert_eq!(capacity, [0; 8]);
+    assert_eq!(capacity, [0; 8], "an empty file has no sectors");
 }
 
 #[test]
@@ -361,4 +397,60 @@ fn several_requests_in_one_notification() {
     }
     // One interrupt for the batch.
     assert_eq!(f.interrupt.irqfd().read().unwrap(), 1);
+}
+
+#[test]
+fn a_driver_brings_the_disk_up_through_the_mmio_transport() {
+    use crate::devices::virtio::mmio::{regs, status, MmioTransport};
+    use std::sync::Mutex;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), [3u8; 1024]).unwrap();
+    let block = Arc::new(Mutex::new(
+        Block::new(DiskFile::open(file.path(), true).unwrap()).unwrap(),
+    ));
+    let mut ring = TestRing::new(16);
+    let interrupt = Arc::new(Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+    let mut t = MmioTransport::new(block.clone(), ring.mem.clone(), interrupt.clone()).unwrap();
+    let mut w = |offset: u64, value: u32| t.write(offset, &value.to_le_bytes());
+    w(regs::STATUS, status::ACKNOWLEDGE);
+    w(regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    w(regs::DRIVER_FEATURES_SEL, 1);
+    w(regs::DRIVER_FEATURES, 1);
+    w(regs::DRIVER_FEATURES_SEL, 0);
+    w(regs::DRIVER_FEATURES, 1 << 5);
+    let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+    w(regs::STATUS, s);
+    w(regs::QUEUE_SEL, 0);
+    w(regs::QUEUE_NUM, 16);
+    w(regs::QUEUE_DESC_LOW, DESC as u32);
+    w(regs::QUEUE_AVAIL_LOW, AVAIL as u32);
+    w(regs::QUEUE_USED_LOW, USED as u32);
+    w(regs::QUEUE_READY, 1);
+    w(regs::STATUS, s | status::DRIVER_OK);
+    let mut capacity = [0u8; 8];
+    t.read(regs::CONFIG, &mut capacity);
+    assert_eq!(u64::from_le_bytes(capacity), 2);
+    assert!(block.lock().unwrap().is_activated());
+    // A read of sector 1, notified through QueueNotify.
+    let mut h = [0u8; 16];
+    h[8..].copy_from_slice(&1u64.to_le_bytes());
+    ring.write_bytes(HDR, &h);
+    ring.set_desc(0, HDR, 16, F_NEXT, 1);
+    ring.set_desc(1, BUF, 512, F_NEXT | F_WRITE, 2);
+    ring.set_desc(2, STATUS, 1, F_WRITE, 0);
+    ring.publish(0);
+    t.write(regs::QUEUE_NOTIFY, &0u32.to_le_bytes());
+    let mut dev = block.lock().unwrap();
+    // The activation and the notification both woke the queue's eventfd.
+    assert!(dev.queue_events()[0].read().unwrap() >= 1);
+    assert_eq!(dev.process_queue().completed, 1);
+    assert_eq!(ring.read_byte(STATUS), VIRTIO_BLK_S_OK);
+    assert_eq!(ring.read_bytes(BUF, 512), vec![3u8; 512]);
+    drop(dev);
+    let mut isr = [0u8; 4];
+    t.read(regs::INTERRUPT_STATUS, &mut isr);
+    assert_eq!(isr, [1, 0, 0, 0]);
+    // Reset: the device stops serving.
+    t.write(regs::STATUS, &0u32.to_le_bytes());
+    assert!(!block.lock().unwrap().is_activated());
 }

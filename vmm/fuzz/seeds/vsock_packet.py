@@ -2,7 +2,7 @@
 """Seed inputs for the vsock_packet fuzz target: queues laid out as the target expects, one
 valid TX chain (a REQUEST, and an RW to port 1024, the header split over two descriptors) and
 one writable RX buffer, so that libFuzzer starts from inputs that reach the muxer.
-usage: make-vsock-seeds.py DIR   (then: cargo +nightly fuzz run vsock_packet DIR)"""
+usage: seeds/vsock_packet.py DIR (scripts/fuzz runs it for the target's corpus)"""
 import os
 import struct
 import sys
