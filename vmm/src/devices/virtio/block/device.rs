@@ -106,10 +106,13 @@ impl Block {
     }
 }
 
-/// The queue loop. Err: the guest broke the queue (rings unreadable, bad available index).
+/// The queue loop. Err: the guest broke the queue (rings unreadable, bad available index,
+/// rings laid over each other so that the available index moves with our own writes).
 fn drain(active: &mut Active, disk: &DiskFile, run: &mut QueueRun) -> Result<(), ()> {
     let Active { mem, queue, .. } = active;
+    let mut first_round = true;
     loop {
+        let before = run.completed;
         queue.disable_notification(mem).map_err(drop)?;
         loop {
             if run.completed >= MAX_CHAINS_PER_RUN {
@@ -129,6 +132,13 @@ fn drain(active: &mut Active, disk: &DiskFile, run: &mut QueueRun) -> Result<(),
         if !queue.enable_notification(mem).map_err(drop)? {
             return Ok(());
         }
+        // More arrived: the next round must take a chain. A round after the first that took
+        // none although the available index says "more" (an unreadable ring entry, or a used
+        // ring laid over the available index so our own writes move it) would spin forever.
+        if !first_round && run.completed == before {
+            return Err(());
+        }
+        first_round = false;
     }
 }
 
