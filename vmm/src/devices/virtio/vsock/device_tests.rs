@@ -196,3 +196,57 @@ fn activation_kicks_the_event_loop_instead_of_working_on_the_vcpu_thread() {
         "nothing done during activation"
     );
 }
+
+#[test]
+fn a_run_stops_at_its_budget_and_the_next_one_goes_on() {
+    let mem = memory();
+    let mut rig = rig(&mem);
+    let _ = rig.vsock.queue_events()[RXQ].read();
+    rig.mem
+        .write_slice(&request_to(52).to_bytes(), GuestAddress(TX_BUF))
+        .unwrap();
+    let chains: Vec<RawDescriptor> = (0..3).map(|_| desc(TX_BUF, HDR_SIZE as u32, 0)).collect();
+    for (i, chain) in chains.iter().enumerate() {
+        rig.txq.add_desc_chains(&[*chain], i as u16).unwrap();
+    }
+    let active = rig.vsock.active.as_mut().unwrap();
+    let mut txq = active.queues.remove(TXQ);
+    let first = process_tx(&mut txq, &mem, &mut rig.vsock.muxer, 2);
+    assert_eq!(
+        first,
+        Run {
+            used: 2,
+            more: true
+        }
+    );
+    let second = process_tx(&mut txq, &mem, &mut rig.vsock.muxer, 2);
+    assert_eq!(
+        second,
+        Run {
+            used: 1,
+            more: false
+        }
+    );
+    assert_eq!(rig.txq.used().idx().load(), 3);
+}
+
+#[test]
+fn no_kick_when_the_queue_runs_dry_within_the_budget() {
+    let mem = memory();
+    let mut rig = rig(&mem);
+    let _ = rig.vsock.queue_events()[TXQ].read();
+    rig.mem
+        .write_slice(&request_to(52).to_bytes(), GuestAddress(TX_BUF))
+        .unwrap();
+    for i in 0..QSIZE {
+        rig.txq
+            .add_desc_chains(&[desc(TX_BUF, HDR_SIZE as u32, 0)], i)
+            .unwrap();
+    }
+    rig.vsock.process_queues();
+    assert_eq!(rig.txq.used().idx().load(), QSIZE, "all in one run");
+    assert!(
+        rig.vsock.queue_events()[TXQ].read().is_err(),
+        "no kick when the queue ran dry"
+    );
+}
