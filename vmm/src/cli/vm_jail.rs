@@ -334,3 +334,90 @@ pub fn exit_code_of(result: Result<VmExit, condo_vmm::Error>) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use condo_vmm::config::VsockConfig;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Connects to `path` from a child process running as `uid`; returns the child's errno
+    /// (0: connected).
+    fn connect_as(uid: u32, path: &Path) -> i32 {
+        let mut addr_path = path.as_os_str().as_bytes().to_vec();
+        addr_path.push(0);
+        // SAFETY: the child only makes async-signal-safe calls (setgid, setuid, socket,
+        // connect, _exit) on memory prepared before the fork.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: plain system calls on valid, NUL-terminated data; _exit never returns.
+                unsafe {
+                    if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                        libc::_exit(100);
+                    }
+                    let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                    let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                    for (d, s) in addr.sun_path.iter_mut().zip(&addr_path) {
+                        *d = *s as libc::c_char;
+                    }
+                    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                    let rc = libc::connect(fd, std::ptr::addr_of!(addr).cast(), len);
+                    let errno = if rc == 0 {
+                        0
+                    } else {
+                        *libc::__errno_location()
+                    };
+                    libc::_exit(errno);
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).unwrap() {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("connect child ended as {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vsock_socket_is_roots_alone() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: checking which uids may connect needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Searchable by everyone: only the socket's own mode may keep other uids out.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut config = VmConfig::with_kernel("/k");
+        config.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: dir.path().join("v.sock"),
+        });
+        let listener = bind_vsock_listener(&config).unwrap().unwrap();
+        let path = dir.path().join("v.sock");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(connect_as(0, &path), 0, "root (condo's CLI) connects");
+        // Another tenant's VMM uid, and nobody.
+        for uid in [900_123, 65534] {
+            assert_eq!(connect_as(uid, &path), libc::EACCES, "uid {uid}");
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn binding_over_an_existing_path_fails_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        std::fs::write(&path, b"keep").unwrap();
+        let mut config = VmConfig::with_kernel("/k");
+        config.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: path.clone(),
+        });
+        let err = bind_vsock_listener(&config).unwrap_err();
+        assert!(err.contains("v.sock"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+    }
+}

@@ -48,10 +48,34 @@ where
         .collect()
 }
 
-/// Consumes every chain on the TX queue; returns true if any was used.
-pub fn process_tx(queue: &mut Queue, mem: &GuestMemoryMmap, muxer: &mut Muxer) -> bool {
-    let mut used = false;
+/// Most chains one run takes from a queue. A guest whose rings overlap can make the available
+/// index move with our own used-ring writes, so that a queue never runs dry: the run stops
+/// here and the event loop comes back (see [`Vsock::process_queues`]), serving others between.
+pub const MAX_CHAINS_PER_RUN: usize = 2 * QUEUE_SIZE as usize;
+
+/// What a run over a queue did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// Chains used (the guest needs an interrupt).
+    pub used: usize,
+    /// Stopped at the budget: there may be more.
+    pub more: bool,
+}
+
+/// Consumes the chains on the TX queue, at most `budget` of them.
+pub fn process_tx(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    muxer: &mut Muxer,
+    budget: usize,
+) -> Run {
+    let mut run = Run::default();
     while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        if run.used == budget {
+            queue.go_to_previous_position();
+            run.more = true;
+            break;
+        }
         let head = chain.head_index();
         let segs = chain_segments(chain);
         if let Ok(pkt) = TxPacket::from_chain(mem, &segs) {
@@ -60,15 +84,24 @@ pub fn process_tx(queue: &mut Queue, mem: &GuestMemoryMmap, muxer: &mut Muxer) -
         if queue.add_used(mem, head, 0).is_err() {
             break;
         }
-        used = true;
+        run.used += 1;
     }
-    used
+    run
 }
 
-/// Fills RX chains with the muxer's packets while both last; returns true if any was used.
-pub fn process_rx(queue: &mut Queue, mem: &GuestMemoryMmap, muxer: &mut Muxer) -> bool {
-    let mut used = false;
+/// Fills RX chains with the muxer's packets while both last, at most `budget` chains.
+pub fn process_rx(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    muxer: &mut Muxer,
+    budget: usize,
+) -> Run {
+    let mut run = Run::default();
     while muxer.has_pending_rx() {
+        if run.used == budget {
+            run.more = true;
+            break;
+        }
         let Some(chain) = queue.pop_descriptor_chain(mem) else {
             break;
         };
@@ -89,9 +122,9 @@ pub fn process_rx(queue: &mut Queue, mem: &GuestMemoryMmap, muxer: &mut Muxer) -
         if queue.add_used(mem, head, len).is_err() {
             break;
         }
-        used = true;
+        run.used += 1;
     }
-    used
+    run
 }
 
 fn check_cid(guest_cid: u64) -> Result<(), VsockError> {
@@ -157,21 +190,27 @@ impl Vsock {
 
     /// Runs the queues after an event: TX first (it may produce RX), then RX. Interrupts the
     /// guest if any buffer was used.
-    pub(super) fn process_queues(&mut self) {
+    pub fn process_queues(&mut self) {
         let Some(active) = self.active.as_mut() else {
             return;
         };
         let mem = &active.mem;
-        let mut used = false;
+        let (mut tx, mut rx) = (Run::default(), Run::default());
         if let Some(txq) = active.queues.get_mut(TXQ) {
-            used |= process_tx(txq, mem, &mut self.muxer);
+            tx = process_tx(txq, mem, &mut self.muxer, MAX_CHAINS_PER_RUN);
         }
         if let Some(rxq) = active.queues.get_mut(RXQ) {
-            used |= process_rx(rxq, mem, &mut self.muxer);
+            rx = process_rx(rxq, mem, &mut self.muxer, MAX_CHAINS_PER_RUN);
         }
-        if used {
+        if tx.used + rx.used > 0 {
             // A failed irqfd write leaves the guest to poll; nothing better to do here.
             let _ = active.interrupt.signal_used_queue();
+        }
+        // Budget spent: come back through the event loop rather than spin here.
+        for (run, index) in [(tx, TXQ), (rx, RXQ)] {
+            if let (true, Some(kick)) = (run.more, self.queue_events.get(index)) {
+                let _ = kick.write(1);
+            }
         }
     }
 
@@ -223,8 +262,13 @@ impl VirtioDevice for Vsock {
             queues: ctx.queues,
             interrupt: ctx.interrupt,
         });
-        // Packets may have waited for the guest (host clients connecting early).
-        self.process_queues();
+        // Packets may have waited for the guest (host clients connecting early). Activation
+        // runs on a vCPU thread, whose seccomp filter allows none of the muxer's calls: kick
+        // the event loop through the RX queue's eventfd instead of processing here.
+        if let Some(kick) = self.queue_events.get(RXQ) {
+            kick.write(1)
+                .map_err(|e| ActivateError(format!("vsock: kicking the event loop: {e}")))?;
+        }
         Ok(())
     }
 

@@ -59,6 +59,8 @@ pub struct Connection {
     state: ConnState,
     /// Guest data (and the `OK` handshake line) not yet written to the host stream.
     tx_buf: VecDeque<u8>,
+    /// Bytes of the handshake line at the front of tx_buf (not guest payload: no credit).
+    handshake_pending: usize,
     /// Guest payload bytes written to the host stream, ever.
     fwd_cnt: Wrapping<u32>,
     last_fwd_cnt_to_peer: Wrapping<u32>,
@@ -120,6 +122,7 @@ impl Connection {
             guest_cid,
             state: ConnState::Established,
             tx_buf: VecDeque::new(),
+            handshake_pending: 0,
             fwd_cnt: Wrapping(0),
             last_fwd_cnt_to_peer: Wrapping(0),
             tx_cnt: Wrapping(0),
@@ -181,8 +184,9 @@ impl Connection {
                 self.expiry = None;
                 self.host_readable = true;
                 // The handshake line goes first, outside the credit accounting.
-                self.tx_buf
-                    .extend(format!("OK {}\n", self.local_port).as_bytes());
+                let line = format!("OK {}\n", self.local_port);
+                self.handshake_pending = line.len();
+                self.tx_buf.extend(line.as_bytes());
                 self.flush_tx_buf();
             }
             (ConnState::Established | ConnState::LocalClosed, Some(Op::Rw)) => {
@@ -212,7 +216,18 @@ impl Connection {
             // Beyond the credit we gave: a hostile or broken guest.
             return self.kill();
         }
-        self.tx_buf.extend(data);
+        // Common case, nothing queued: straight to the host stream, buffering only the rest
+        // (one copy less on the guest -> host path).
+        let mut rest = data;
+        if self.tx_buf.is_empty() {
+            let written = match write_some(&mut self.stream, data) {
+                Ok(n) => n,
+                Err(()) => return self.kill(),
+            };
+            self.fwd_cnt += Wrapping(written as u32);
+            rest = &data[written..];
+        }
+        self.tx_buf.extend(rest);
         self.flush_tx_buf();
     }
 
@@ -227,15 +242,17 @@ impl Connection {
         }
     }
 
-    /// Writes buffered guest data to the host stream as far as it takes it.
+    /// Writes buffered guest data (and the handshake line before it) to the host stream as far
+    /// as it takes it.
     fn flush_tx_buf(&mut self) {
         while !self.tx_buf.is_empty() {
             let (front, _) = self.tx_buf.as_slices();
             match self.stream.write(front) {
                 Ok(0) => return self.kill(),
                 Ok(n) => {
-                    let payload_bytes = self.buffered_payload().min(n as u32);
-                    self.fwd_cnt += Wrapping(payload_bytes);
+                    let handshake = n.min(self.handshake_pending);
+                    self.handshake_pending -= handshake;
+                    self.fwd_cnt += Wrapping((n - handshake) as u32);
                     self.tx_buf.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -249,11 +266,6 @@ impl Connection {
         if self.tx_buf.is_empty() && self.peer_shutdown != 0 {
             self.apply_peer_shutdown();
         }
-    }
-
-    /// Guest payload bytes in tx_buf (the rest, at the front, is the handshake line).
-    fn buffered_payload(&self) -> u32 {
-        (self.tx_cnt - self.fwd_cnt).0
     }
 
     /// The host stream is ready: note it, and flush what waits for it.
@@ -387,6 +399,22 @@ impl Connection {
             }
         }
     }
+}
+
+/// Writes as much of `data` as the nonblocking stream takes now; `Err` when the stream is
+/// broken (the connection is then reset).
+fn write_some(stream: &mut UnixStream, data: &[u8]) -> Result<usize, ()> {
+    let mut done = 0;
+    while done < data.len() {
+        match stream.write(&data[done..]) {
+            Ok(0) => return Err(()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
