@@ -1,5 +1,6 @@
 //! The `condo` command line: one file per verb.
 
+pub mod net;
 pub mod vm_jail;
 pub mod vm_run;
 
@@ -15,11 +16,16 @@ pub struct Cli {
 }
 
 /// Top-level commands.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Tenant host networking by index (tap, routes, nftables, published ports).
+    #[command(subcommand)]
+    Net(net::NetCommand),
 }
 
 /// `condo vm ...`
@@ -34,5 +40,6 @@ pub enum VmCommand {
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Vm(VmCommand::Run(args)) => vm_run::run(args),
+        Command::Net(command) => net::run(command),
     }
 }
