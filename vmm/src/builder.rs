@@ -17,6 +17,7 @@ use crate::arch::x86_64::layout::{
 use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
+use crate::devices::virtio::block::{Block, DiskFile, SECTOR_SIZE};
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use crate::devices::{LegacyBus, MmioBus};
@@ -73,7 +74,7 @@ pub fn preflight(config: &VmConfig, options: &RunOptions) -> Result<KernelFormat
     config.validate()?;
     let format = kernel_format(&config.kernel)?;
     loader::check_cmdline(
-        &virtio_cmdline(&config.cmdline, virtio_device_count(config)),
+        &virtio_cmdline(&config.cmdline, config.virtio_device_count()),
         format,
     )?;
     crate::host::check_guest_runs(
@@ -236,19 +237,28 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     Ok(exit)
 }
 
-/// How many virtio devices `config` asks for (disks, then net, then vsock).
-fn virtio_device_count(config: &VmConfig) -> usize {
-    config.net.len()
-}
-
 /// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
 /// guest), then net, then vsock.
 fn virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
-    let mut slots = Vec::new();
-    for (i, net) in config.net.iter().enumerate() {
-        slots.push(net_device(slots.len(), i, net)?);
+    let mut devices = Vec::with_capacity(config.virtio_device_count());
+    for disk in &config.disks {
+        let file =
+            DiskFile::open(&disk.path, disk.read_only).map_err(|e| Error::Config(e.into()))?;
+        let tail = file.size() % SECTOR_SIZE;
+        if tail != 0 {
+            eprintln!(
+                "condo: disk {}: size {} is not a multiple of {SECTOR_SIZE}; the guest does not see the last {tail} bytes",
+                disk.path.display(),
+                file.size()
+            );
+        }
+        let block = Block::new(file).map_err(Error::EventFd)?;
+        devices.push(VirtioSlot::new(Arc::new(Mutex::new(block))));
     }
-    Ok(slots)
+    for (i, net) in config.net.iter().enumerate() {
+        devices.push(net_device(devices.len(), i, net)?);
+    }
+    Ok(devices)
 }
 
 /// virtio-net on its tap: the descriptor attached before the jail, or the tap by name.

@@ -49,6 +49,37 @@ impl<'de> Deserialize<'de> for Console {
     }
 }
 
+/// A virtio-blk disk: a raw image file (`--disk PATH[,ro]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The image file.
+    pub path: PathBuf,
+    /// The guest may only read it (VIRTIO_BLK_F_RO; the file is opened read-only).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// `PATH`, `PATH,ro` or `PATH,rw`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, read_only) = match s.rsplit_once(',') {
+            Some((path, "ro")) => (path, true),
+            Some((path, "rw")) => (path, false),
+            _ => (s, false),
+        };
+        if path.is_empty() {
+            return Err(format!("--disk {s:?}: no path"));
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            read_only,
+        })
+    }
+}
+
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
@@ -86,6 +117,9 @@ pub struct VmConfig {
     /// virtio-net interfaces, each on a host tap.
     #[serde(default)]
     pub net: Vec<crate::net::NetConfig>,
+    /// virtio-blk disks, /dev/vda, /dev/vdb, ... in the guest.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
 }
 
 /// A configuration that cannot boot.
@@ -139,6 +173,21 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// More virtio devices than there are slots.
+    #[error(
+        "{disks} disks: at most {max} virtio devices fit in a VM ({others} taken by net and vsock)"
+    )]
+    TooManyDevices {
+        /// Disks asked for.
+        disks: usize,
+        /// Other virtio devices.
+        others: usize,
+        /// Slots.
+        max: usize,
+    },
+    /// A disk image cannot be used.
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::block::DiskError),
     /// The command line contains a NUL byte.
     #[error("--cmdline contains a NUL byte at offset {0}")]
     CmdlineNul(usize),
@@ -155,7 +204,14 @@ impl VmConfig {
             memory_mib: default_memory(),
             console: default_console(),
             net: Vec::new(),
+            disks: Vec::new(),
         }
+    }
+
+    /// Number of virtio devices the configuration asks for (each takes an MMIO slot and a
+    /// GSI).
+    pub fn virtio_device_count(&self) -> usize {
+        self.disks.len() + self.net.len()
     }
 
     /// Reads a JSON configuration file.
@@ -188,6 +244,24 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;
+        }
+        self.check_disks()
+    }
+
+    /// Every disk opens as its mode asks (read-write disks must be writable), and they all
+    /// fit in the virtio slots.
+    fn check_disks(&self) -> Result<(), ConfigError> {
+        let max = crate::arch::x86_64::layout::VIRTIO_MAX_DEVICES;
+        let others = self.virtio_device_count() - self.disks.len();
+        if self.virtio_device_count() > max {
+            return Err(ConfigError::TooManyDevices {
+                disks: self.disks.len(),
+                others,
+                max,
+            });
+        }
+        for disk in &self.disks {
+            crate::devices::virtio::block::DiskFile::open(&disk.path, disk.read_only)?;
         }
         Ok(())
     }
@@ -333,6 +407,59 @@ mod tests {
             serde_json::from_str(r#"{"kernel": "/k", "console": "/tmp/log"}"#).unwrap();
         assert_eq!(c.console, Console::File("/tmp/log".into()));
         assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "cpus": 2}"#).is_err());
+    }
+
+    #[test]
+    fn disk_flags_parse() {
+        let d: DiskConfig = "/a/b.img,ro".parse().unwrap();
+        assert_eq!((d.path.to_str(), d.read_only), (Some("/a/b.img"), true));
+        let d: DiskConfig = "/a/b.img".parse().unwrap();
+        assert!(!d.read_only);
+        let d: DiskConfig = "/a/b.img,rw".parse().unwrap();
+        assert!(!d.read_only);
+        let d: DiskConfig = "/a/x,y.img".parse().unwrap();
+        assert_eq!(d.path.to_str(), Some("/a/x,y.img"));
+        assert!(",ro".parse::<DiskConfig>().is_err());
+        assert!("".parse::<DiskConfig>().is_err());
+    }
+
+    #[test]
+    fn disks_in_json() {
+        let c: VmConfig = serde_json::from_str(
+            r#"{"kernel": "/k", "disks": [{"path": "/a.img", "read_only": true}, {"path": "/b.img"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.disks.len(), 2);
+        assert!(c.disks[0].read_only && !c.disks[1].read_only);
+        assert!(
+            serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "disks": [{"file": "/a"}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_disks_are_named() {
+        let mut c = VmConfig::with_kernel("/proc/self/exe");
+        c.disks = vec!["/nonexistent/d.img,ro".parse().unwrap()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("disk /nonexistent/d.img: "), "{err}");
+        c.disks = vec!["/tmp,ro".parse().unwrap()];
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(err, "disk /tmp: not a regular file (raw image files only)");
+        let img = tempfile::NamedTempFile::new().unwrap();
+        img.as_file().set_len(1000).unwrap();
+        let disk = DiskConfig {
+            path: img.path().into(),
+            read_only: true,
+        };
+        c.disks = vec![disk.clone(); 19];
+        c.validate().unwrap();
+        c.disks.push(disk);
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "20 disks: at most 19 virtio devices fit in a VM (0 taken by net and vsock)"
+        );
     }
 
     #[test]

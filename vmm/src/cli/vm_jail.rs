@@ -92,6 +92,10 @@ pub fn run(
             if let Some(path) = &new_console_file {
                 let _ = std::fs::remove_file(path);
             }
+            if anonymous && args.jail_uid.is_none() {
+                // Nothing was started: the uid allocated for this run goes back too.
+                let _ = uid_alloc::release(&uids_file(&args.jail_base), &id);
+            }
             return EXIT_CANNOT_START;
         }
     };
@@ -177,6 +181,17 @@ fn jail_config(
     if let Some(initrd) = &config.initrd {
         inside.initrd = Some(expose(initrd, ExposeMode::LinkOrCopy));
     }
+    for (disk, inside_disk) in config.disks.iter().zip(inside.disks.iter_mut()) {
+        // Read-only disks: a read-only bind mount (the jailed uid cannot write through it,
+        // whatever the file's mode). Read-write disks become the tenant's (BindReadWrite).
+        let mode = if disk.read_only {
+            check_readable_by(&disk.path, uid)?;
+            ExposeMode::BindReadOnly
+        } else {
+            ExposeMode::BindReadWrite
+        };
+        inside_disk.path = expose(&disk.path, mode);
+    }
     if let Console::File(path) = &config.console {
         // Made (or truncated) here as the VMM would, then handed to the tenant and bound in.
         std::fs::File::create(path).map_err(|e| jail::JailError::io("create console", path, e))?;
@@ -198,6 +213,27 @@ fn attach_taps(cfg: &mut JailConfig, inside: &mut VmConfig) -> Result<(), jail::
         net.tap_fd = Some(fd);
     }
     Ok(())
+}
+
+/// A read-only disk stays the operator's: the jailed VMM (uid `uid`, gid the same) must be
+/// able to read it as it is.
+fn check_readable_by(path: &Path, uid: u32) -> Result<(), jail::JailError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| jail::JailError::io("read-only disk", path, e))?;
+    let mode = meta.mode();
+    let readable = (meta.uid() == uid && mode & 0o400 != 0)
+        || (meta.gid() == uid && mode & 0o040 != 0)
+        || mode & 0o004 != 0;
+    if readable {
+        return Ok(());
+    }
+    Err(jail::JailError::InvalidConfig(format!(
+        "read-only disk {}: mode {:o} does not let the jailed VMM (uid {uid}) read it; \
+         make it readable by others (chmod o+r)",
+        path.display(),
+        mode & 0o7777
+    )))
 }
 
 fn report_signal(sig: i32) {

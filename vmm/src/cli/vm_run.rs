@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use condo_vmm::config::{Console, VmConfig, DEFAULT_CMDLINE};
+use condo_vmm::config::{Console, DiskConfig, VmConfig, DEFAULT_CMDLINE};
 use condo_vmm::host::pvm_override_set;
 use condo_vmm::net::NetConfig;
 use condo_vmm::{run_vm, RunOptions};
@@ -16,8 +16,8 @@ const EXIT_CANNOT_START: i32 = 1;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console); the flags below are then not allowed.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "net"])]
+    /// console, disks: [{path, read_only}]); the flags below are then not allowed.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "net"])]
     config: Option<PathBuf>,
     /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     net: Vec<NetConfig>,
+    /// A virtio-blk disk from a raw image file, read-only with `,ro`; repeat for more
+    /// (/dev/vda, /dev/vdb, ... in the guest, in this order).
+    #[arg(long, value_name = "PATH[,ro]")]
+    disk: Vec<DiskConfig>,
     #[command(flatten)]
     jail: super::vm_jail::JailArgs,
 }
@@ -57,6 +61,7 @@ impl RunArgs {
             memory_mib: self.memory,
             console: self.console,
             net: self.net,
+            disks: self.disk,
         })
     }
 }

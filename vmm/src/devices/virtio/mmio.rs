@@ -69,6 +69,14 @@ pub mod regs {
     pub const QUEUE_USED_LOW: u64 = 0x0a0;
     /// W: used ring address, high.
     pub const QUEUE_USED_HIGH: u64 = 0x0a4;
+    /// R: length of the shared memory region selected by SHMSel, low 32 bits.
+    pub const SHM_LEN_LOW: u64 = 0x0b0;
+    /// R: ... high 32 bits.
+    pub const SHM_LEN_HIGH: u64 = 0x0b4;
+    /// R: base of the shared memory region, low 32 bits.
+    pub const SHM_BASE_LOW: u64 = 0x0b8;
+    /// R: ... high 32 bits.
+    pub const SHM_BASE_HIGH: u64 = 0x0bc;
     /// R: changes when the config space changes.
     pub const CONFIG_GENERATION: u64 = 0x0fc;
     /// Start of the device configuration space.
@@ -231,8 +239,16 @@ impl MmioTransport {
                 .selected_queue()
                 .map_or(0, |q| u32::from(q.queue.ready())),
             regs::INTERRUPT_STATUS => self.interrupt.status(),
+            regs::STATUS if self.interrupt.needs_reset() => {
+                self.status | status::DEVICE_NEEDS_RESET
+            }
             regs::STATUS => self.status,
             regs::CONFIG_GENERATION => self.config_generation,
+            // No device has shared memory regions: a length of all ones says "no such
+            // region" (virtio 1.2, 4.2.2).
+            regs::SHM_LEN_LOW | regs::SHM_LEN_HIGH | regs::SHM_BASE_LOW | regs::SHM_BASE_HIGH => {
+                u32::MAX
+            }
             _ => 0,
         };
         *out = value.to_le_bytes();

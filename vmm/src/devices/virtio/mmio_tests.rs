@@ -251,7 +251,7 @@ fn reset_returns_to_the_initial_state_and_resets_the_device() {
 #[test]
 fn unknown_offsets_read_zero_and_writes_change_nothing() {
     let mut f = fixture();
-    for offset in [0x018, 0x028, 0x03c, 0x040, 0x0b0, 0x0f8, 0x0fd] {
+    for offset in [0x018, 0x028, 0x03c, 0x040, 0x0ac, 0x0c0, 0x0f8, 0x0fd] {
         assert_eq!(f.read(offset), 0, "offset {offset:#x}");
         f.write(offset, 0xffff_ffff);
     }
@@ -267,6 +267,9 @@ fn unknown_offsets_read_zero_and_writes_change_nothing() {
     assert_eq!(f.read(regs::MAGIC_VALUE), MMIO_MAGIC_VALUE);
     assert_eq!(f.read(regs::STATUS), 0);
     assert_eq!(f.read(regs::INTERRUPT_STATUS), 0);
+    // No shared memory regions.
+    assert_eq!(f.read(regs::SHM_LEN_LOW), u32::MAX);
+    assert_eq!(f.read(regs::SHM_LEN_HIGH), u32::MAX);
 }
 
 #[test]
