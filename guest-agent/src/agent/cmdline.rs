@@ -1,5 +1,6 @@
 //! The agent's settings from the kernel command line (`condo.port=N`, `condo.hostname=NAME`,
-//! `condo.unix=PATH`), for when it runs as PID 1 and has no other way to be told.
+//! `condo.unix=PATH`, `condo.net=ADDR/PREFIX,GW[,DNS]`), for when it runs as PID 1 and has no
+//! other way to be told.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,8 @@ pub struct BootConfig {
     pub hostname: String,
     /// Serve a Unix socket at this path instead of vsock (for guests without a vsock device).
     pub unix_socket: Option<PathBuf>,
+    /// eth0's settings (`condo.net=ADDR/PREFIX,GW[,DNS]`), when the VM has a network.
+    pub net: Option<super::net::NetBoot>,
 }
 
 impl Default for BootConfig {
@@ -19,6 +22,7 @@ impl Default for BootConfig {
             vsock_port: DEFAULT_VSOCK_PORT,
             hostname: "condo".into(),
             unix_socket: None,
+            net: None,
         }
     }
 }
@@ -60,6 +64,14 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                     });
                 }
             }
+            "condo.net" => match value.parse() {
+                Ok(net) => config.net = Some(net),
+                Err(reason) => errors.push(CmdlineError {
+                    param: "condo.net",
+                    value: value.into(),
+                    reason,
+                }),
+            },
             "condo.unix" => {
                 if value.starts_with('/') {
                     config.unix_socket = Some(PathBuf::from(value));
@@ -104,6 +116,15 @@ mod tests {
         assert_eq!(config.vsock_port, 5000);
         assert_eq!(config.hostname, "acme-1");
         assert_eq!(config.unix_socket, Some(PathBuf::from("/run/a.sock")));
+        assert_eq!(config.net, None);
+        let (config, errors) = parse("condo.net=10.231.0.2/30,10.231.0.1,1.1.1.1 condo.net=bad");
+        assert_eq!(config.net.map(|n| n.prefix), Some(30));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("condo.net=\"bad\""),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

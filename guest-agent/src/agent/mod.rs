@@ -24,6 +24,7 @@ mod events;
 mod handlers;
 pub mod init;
 pub mod launch;
+pub mod net;
 mod oom_watch;
 mod processes;
 pub mod reaper;

@@ -153,6 +153,21 @@ fn run_as_init(start_ns: u64) -> ! {
     if let Err(err) = init::set_hostname(&config.hostname) {
         log(format_args!("{err}"));
     }
+    if let Some(net) = &config.net {
+        match condo_agent::agent::net::configure("eth0", net) {
+            Ok(()) => log(format_args!(
+                "eth0: {}/{} via {}",
+                net.addr, net.prefix, net.gateway
+            )),
+            Err(err) => log(format_args!("{err}")),
+        }
+        if let Some(dns) = net.dns {
+            let resolv = std::path::Path::new("/etc/resolv.conf");
+            if let Err(err) = condo_agent::agent::net::write_resolv_conf(resolv, dns) {
+                log(format_args!("cannot write {}: {err}", resolv.display()));
+            }
+        }
+    }
     // The kernel starts init with an almost empty environment; container specs set their own.
     std::env::set_var(
         "PATH",
