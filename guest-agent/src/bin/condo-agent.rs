@@ -77,6 +77,9 @@ enum CtlAction {
         /// Limit on the number of processes (cgroup v2 pids.max).
         #[arg(long, value_name = "N")]
         pids: Option<i64>,
+        /// `vm`: share the VM's network (its eth0) instead of a network namespace of its own.
+        #[arg(long, value_name = "vm|own", default_value = "own", value_parser = ["vm", "own"])]
+        network: String,
         #[arg(required = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -214,6 +217,7 @@ fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<Exi
             id,
             memory,
             pids,
+            network,
             args,
         } => {
             // Wait for the agent here; run_container itself connects without retrying.
@@ -222,6 +226,7 @@ fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<Exi
                 args,
                 memory_limit: memory,
                 pids_limit: pids,
+                host_network: network == "vm",
                 ..SpecOptions::default()
             })?;
             let create = CreateContainer {
