@@ -13,8 +13,11 @@
 //! There is no daemon: the CLI reads these files and talks to the supervisor. A pid file whose
 //! process is gone means the supervisor died: the tenant is reported `dead` and `rm` cleans up.
 
+mod create;
+mod initramfs;
 mod process;
 mod remove;
+mod spawn_vm;
 
 use std::fs;
 use std::io;
@@ -25,8 +28,11 @@ use std::time::{Duration, Instant};
 use condo_protocol::{Client, ClientError};
 use serde::{Deserialize, Serialize};
 
+pub use create::create;
+pub use initramfs::agent_initramfs;
 pub use process::{agent_binary, spawn_process_supervisor};
 pub use remove::remove;
+pub use spawn_vm::{default_kernel, spawn_vm, GUEST_CID};
 
 /// Longest tenant name.
 pub const MAX_NAME_LEN: usize = 64;

@@ -122,7 +122,7 @@ fn remove_container_cgroups(runtime_root: &Path) {
         let Ok(state) = serde_json::from_slice::<serde_json::Value>(&text) else {
             continue;
         };
-        for key in ["cgroup", "device_cgroup"] {
+        for key in ["cgroup", "deviceCgroup"] {
             if let Some(dir) = state.get(key).and_then(|v| v.as_str()).map(PathBuf::from) {
                 if let Err(err) = remove_cgroup_dir(&dir) {
                     eprintln!(
