@@ -2,19 +2,28 @@
 //! loader -> vCPU threads -> run until the guest stops.
 
 use std::fs::File;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use event_manager::MutEventSubscriber;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::Cap;
+use kvm_ioctls::{Cap, IoEventAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::x86_64::layout::EBDA_START;
+use crate::arch::x86_64::layout::{
+    EBDA_START, VIRTIO_FIRST_GSI, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT,
+};
 use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
-use crate::devices::LegacyBus;
+use crate::devices::virtio::block::{Block, DiskFile, SECTOR_SIZE};
+use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+use crate::devices::virtio::vsock::Vsock;
+use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
+use crate::devices::{LegacyBus, MmioBus};
 use crate::hooks::ThreadHook;
 use crate::image::{inspect_kernel, KernelFormat};
 use crate::loader::{self, BootImages};
@@ -28,6 +37,28 @@ const COM1_IRQ: u32 = 4;
 /// IRQ line of the i8042's keyboard port.
 const I8042_IRQ: u32 = 1;
 
+/// A subscriber of the VMM's event loop (the main thread).
+pub type EventSubscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A virtio device as the builder registers it: the transport's view of it and its event
+/// handler's (usually the same `Arc<Mutex<Device>>`).
+pub struct VirtioSlot {
+    /// The device, for the MMIO transport.
+    pub device: Arc<Mutex<dyn VirtioDevice>>,
+    /// Its queue (and backend) event handler, served by the event loop.
+    pub handler: EventSubscriber,
+}
+
+impl VirtioSlot {
+    /// The slot of a device that is its own event handler.
+    pub fn new<D: VirtioDevice + MutEventSubscriber + 'static>(device: Arc<Mutex<D>>) -> Self {
+        Self {
+            device: device.clone(),
+            handler: device,
+        }
+    }
+}
+
 /// Options beyond the boot configuration.
 #[derive(Clone, Default)]
 pub struct RunOptions {
@@ -37,6 +68,9 @@ pub struct RunOptions {
     pub allow_pvm_linux: bool,
     /// `preflight` ran before the jail, where the host's /proc and /sys were visible.
     pub checked_outside: bool,
+    /// The vsock device's listening socket, bound on the host by the jail's parent (the jailed
+    /// VMM cannot create it at the operator's path); `None`: the VMM binds it itself.
+    pub vsock_listener_fd: Option<RawFd>,
 }
 
 /// The checks of the input and of the host that need the host's view (/proc/meminfo, /sys):
@@ -45,7 +79,10 @@ pub struct RunOptions {
 pub fn preflight(config: &VmConfig, options: &RunOptions) -> Result<KernelFormat, Error> {
     config.validate()?;
     let format = kernel_format(&config.kernel)?;
-    loader::check_cmdline(&config.cmdline, format)?;
+    loader::check_cmdline(
+        &virtio_cmdline(&config.cmdline, config.virtio_device_count()),
+        format,
+    )?;
     crate::host::check_guest_runs(
         crate::host::is_pvm(),
         options.allow_pvm_linux,
@@ -120,14 +157,21 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
             what: "KVM_IRQFD for the i8042",
             source,
         })?;
-    let bus = Arc::new(LegacyBus::new(serial.clone(), I8042::new(Some(kbd_irq))));
+    let virtio = virtio_devices(config, options)?;
+    let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
+    let (mmio, subscribers) = register_virtio_devices(&vm, virtio)?;
+    let bus = Arc::new(LegacyBus::new(
+        serial.clone(),
+        I8042::new(Some(kbd_irq)),
+        mmio,
+    ));
 
     // 6. Kernel, initramfs, command line, boot structures, MP table.
     let images = BootImages {
         kernel: &config.kernel,
         format,
         initrd: config.initrd.as_deref(),
-        cmdline: &config.cmdline,
+        cmdline: &cmdline,
     };
     let entry = loader::load(vm.memory(), mem_size, &images)?;
     vm_memory::Bytes::write_slice(
@@ -185,6 +229,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
         signals,
         serial,
         stdin_attached,
+        subscribers,
     };
     let (exit, all_stopped) = running.run(options.thread_hook.as_ref())?;
     if crate::stats::enabled() {
@@ -198,6 +243,119 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     Ok(exit)
 }
 
+/// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
+/// guest), then net, then vsock.
+fn virtio_devices(config: &VmConfig, options: &RunOptions) -> Result<Vec<VirtioSlot>, Error> {
+    let mut devices = Vec::with_capacity(config.virtio_device_count());
+    for disk in &config.disks {
+        let file =
+            DiskFile::open(&disk.path, disk.read_only).map_err(|e| Error::Config(e.into()))?;
+        let tail = file.size() % SECTOR_SIZE;
+        if tail != 0 {
+            eprintln!(
+                "condo: disk {}: size {} is not a multiple of {SECTOR_SIZE}; the guest does not see the last {tail} bytes",
+                disk.path.display(),
+                file.size()
+            );
+        }
+        let block = Block::new(file).map_err(Error::EventFd)?;
+        devices.push(VirtioSlot::new(Arc::new(Mutex::new(block))));
+    }
+    for (index, net) in config.net.iter().enumerate() {
+        devices.push(net_device(devices.len(), index, net)?);
+    }
+    if let Some(vsock) = &config.vsock {
+        let device = match options.vsock_listener_fd {
+            Some(fd) => {
+                // SAFETY: the jail's parent bound this listener for this VMM and handed its
+                // descriptor over (kept open through the jail); nothing else in this process
+                // uses or closes it, so the device takes sole ownership.
+                let listener = unsafe { UnixListener::from_raw_fd(fd) };
+                Vsock::with_listener(vsock.guest_cid, listener, &vsock.uds_path)?
+            }
+            None => Vsock::new(vsock.guest_cid, &vsock.uds_path)?,
+        };
+        devices.push(VirtioSlot::new(Arc::new(Mutex::new(device))));
+    }
+    Ok(devices)
+}
+
+/// virtio-net on its tap: the descriptor attached before the jail, or the tap by name.
+fn net_device(slot: usize, index: usize, net: &crate::net::NetConfig) -> Result<VirtioSlot, Error> {
+    let err = |what: String| Error::Virtio { slot, what };
+    let tap = match net.tap_fd {
+        // SAFETY: the jail kept this descriptor open for this device alone (vm_jail).
+        Some(fd) => crate::net::Tap::from_fd(unsafe { crate::net::tap::owned_from_raw(fd) }),
+        None => crate::net::Tap::open(&net.tap),
+    }
+    .map_err(|e| err(format!("--net #{index}: {e}")))?;
+    let mac = net.mac.unwrap_or_else(crate::net::Mac::random_local);
+    let device = crate::devices::virtio::net::Net::new(Box::new(tap), mac)
+        .map_err(|e| err(format!("--net #{index}: eventfd: {e}")))?;
+    Ok(VirtioSlot::new(Arc::new(Mutex::new(device))))
+}
+
+/// The kernel command line with one `virtio_mmio.device=` per device slot.
+pub fn virtio_cmdline(cmdline: &str, devices: usize) -> String {
+    let mut full = cmdline.trim_end().to_string();
+    for slot in 0..devices {
+        let base = VIRTIO_MMIO_BASE + slot as u64 * VIRTIO_MMIO_SLOT;
+        let gsi = VIRTIO_FIRST_GSI as usize + slot;
+        if !full.is_empty() {
+            full.push(' ');
+        }
+        full.push_str(&format!(
+            "virtio_mmio.device={}K@{base:#x}:{gsi}",
+            VIRTIO_MMIO_SLOT >> 10
+        ));
+    }
+    full
+}
+
+/// Puts every virtio device in its MMIO slot: an irqfd on the slot's GSI, an ioeventfd per
+/// queue on QueueNotify (matching the queue index), and a transport on the bus. Returns the
+/// bus and the devices' event handlers for the event loop.
+fn register_virtio_devices(
+    vm: &Vm,
+    devices: Vec<VirtioSlot>,
+) -> Result<(MmioBus, Vec<EventSubscriber>), Error> {
+    if devices.len() > VIRTIO_MAX_DEVICES {
+        return Err(Error::Virtio {
+            slot: devices.len() - 1,
+            what: format!("at most {VIRTIO_MAX_DEVICES} virtio devices fit"),
+        });
+    }
+    let mut bus = MmioBus::default();
+    let mut handlers = Vec::with_capacity(devices.len());
+    for (slot, entry) in devices.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + slot as u64 * VIRTIO_MMIO_SLOT;
+        let gsi = VIRTIO_FIRST_GSI + slot as u32;
+        let virtio_err = |what: String| Error::Virtio { slot, what };
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+        vm.fd()
+            .register_irqfd(&irqfd, gsi)
+            .map_err(|e| virtio_err(format!("KVM_IRQFD on GSI {gsi}: {e}")))?;
+        {
+            let device = entry.device.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, evt) in device.queue_events().iter().enumerate() {
+                vm.fd()
+                    .register_ioevent(
+                        evt,
+                        &IoEventAddress::Mmio(base + QUEUE_NOTIFY),
+                        index as u32,
+                    )
+                    .map_err(|e| virtio_err(format!("KVM_IOEVENTFD for queue {index}: {e}")))?;
+            }
+        }
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+        let transport = MmioTransport::new(entry.device, vm.memory().clone(), interrupt)
+            .map_err(|e| virtio_err(e.to_string()))?;
+        bus.push(transport);
+        handlers.push(entry.handler);
+    }
+    Ok((bus, handlers))
+}
+
 fn open_console(console: &Console) -> Result<ConsoleOutput, Error> {
     Ok(match console {
         Console::Stdout => Box::new(std::io::stdout()),
@@ -206,4 +364,20 @@ fn open_console(console: &Console) -> Result<ConsoleOutput, Error> {
             source,
         })?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_announces_each_virtio_slot() {
+        assert_eq!(virtio_cmdline("console=ttyS0 ", 0), "console=ttyS0");
+        assert_eq!(
+            virtio_cmdline("console=ttyS0", 2),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        );
+        assert_eq!(virtio_cmdline("", 1), "virtio_mmio.device=4K@0xd0000000:5");
+    }
 }

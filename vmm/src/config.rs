@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_vsock::{VsockConfig, VsockConfigError};
+
 /// Most vCPUs a VM may have (the MP table and topology code assume a small machine).
 pub const MAX_VCPUS: u8 = 32;
 /// Smallest guest memory: room for the boot structures and a test payload at 1 MiB.
@@ -49,6 +51,37 @@ impl<'de> Deserialize<'de> for Console {
     }
 }
 
+/// A virtio-blk disk: a raw image file (`--disk PATH[,ro]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The image file.
+    pub path: PathBuf,
+    /// The guest may only read it (VIRTIO_BLK_F_RO; the file is opened read-only).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// `PATH`, `PATH,ro` or `PATH,rw`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, read_only) = match s.rsplit_once(',') {
+            Some((path, "ro")) => (path, true),
+            Some((path, "rw")) => (path, false),
+            _ => (s, false),
+        };
+        if path.is_empty() {
+            return Err(format!("--disk {s:?}: no path"));
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            read_only,
+        })
+    }
+}
+
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
@@ -83,11 +116,23 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default = "default_console")]
     pub console: Console,
+    /// virtio-blk disks, /dev/vda, /dev/vdb, ... in the guest.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-vsock device, if any.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// virtio-net interfaces, each on a host tap.
+    #[serde(default)]
+    pub net: Vec<crate::net::NetConfig>,
 }
 
 /// A configuration that cannot boot.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A network interface that cannot be made.
+    #[error(transparent)]
+    Net(crate::net::NetError),
     /// vCPU count out of range.
     #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
     Vcpus(u64),
@@ -133,6 +178,24 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The vsock device is misconfigured.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
+    /// More virtio devices than there are slots.
+    #[error(
+        "{disks} disks: at most {max} virtio devices fit in a VM ({others} taken by net and vsock)"
+    )]
+    TooManyDevices {
+        /// Disks asked for.
+        disks: usize,
+        /// Other virtio devices.
+        others: usize,
+        /// Slots.
+        max: usize,
+    },
+    /// A disk image cannot be used.
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::block::DiskError),
     /// The command line contains a NUL byte.
     #[error("--cmdline contains a NUL byte at offset {0}")]
     CmdlineNul(usize),
@@ -148,7 +211,16 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory(),
             console: default_console(),
+            disks: Vec::new(),
+            vsock: None,
+            net: Vec::new(),
         }
+    }
+
+    /// Number of virtio devices the configuration asks for (each takes an MMIO slot and a
+    /// GSI).
+    pub fn virtio_device_count(&self) -> usize {
+        self.disks.len() + self.net.len() + usize::from(self.vsock.is_some())
     }
 
     /// Reads a JSON configuration file.
@@ -175,9 +247,33 @@ impl VmConfig {
             return Err(ConfigError::CmdlineNul(at));
         }
         check_file("kernel", &self.kernel)?;
+        for net in &self.net {
+            net.validate().map_err(ConfigError::Net)?;
+        }
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;
+        }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
+        }
+        self.check_disks()
+    }
+
+    /// Every disk opens as its mode asks (read-write disks must be writable), and they all
+    /// fit in the virtio slots.
+    fn check_disks(&self) -> Result<(), ConfigError> {
+        let max = crate::arch::x86_64::layout::VIRTIO_MAX_DEVICES;
+        let others = self.virtio_device_count() - self.disks.len();
+        if self.virtio_device_count() > max {
+            return Err(ConfigError::TooManyDevices {
+                disks: self.disks.len(),
+                others,
+                max,
+            });
+        }
+        for disk in &self.disks {
+            crate::devices::virtio::block::DiskFile::open(&disk.path, disk.read_only)?;
         }
         Ok(())
     }
@@ -323,6 +419,59 @@ mod tests {
             serde_json::from_str(r#"{"kernel": "/k", "console": "/tmp/log"}"#).unwrap();
         assert_eq!(c.console, Console::File("/tmp/log".into()));
         assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "cpus": 2}"#).is_err());
+    }
+
+    #[test]
+    fn disk_flags_parse() {
+        let d: DiskConfig = "/a/b.img,ro".parse().unwrap();
+        assert_eq!((d.path.to_str(), d.read_only), (Some("/a/b.img"), true));
+        let d: DiskConfig = "/a/b.img".parse().unwrap();
+        assert!(!d.read_only);
+        let d: DiskConfig = "/a/b.img,rw".parse().unwrap();
+        assert!(!d.read_only);
+        let d: DiskConfig = "/a/x,y.img".parse().unwrap();
+        assert_eq!(d.path.to_str(), Some("/a/x,y.img"));
+        assert!(",ro".parse::<DiskConfig>().is_err());
+        assert!("".parse::<DiskConfig>().is_err());
+    }
+
+    #[test]
+    fn disks_in_json() {
+        let c: VmConfig = serde_json::from_str(
+            r#"{"kernel": "/k", "disks": [{"path": "/a.img", "read_only": true}, {"path": "/b.img"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.disks.len(), 2);
+        assert!(c.disks[0].read_only && !c.disks[1].read_only);
+        assert!(
+            serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "disks": [{"file": "/a"}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_disks_are_named() {
+        let mut c = VmConfig::with_kernel("/proc/self/exe");
+        c.disks = vec!["/nonexistent/d.img,ro".parse().unwrap()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("disk /nonexistent/d.img: "), "{err}");
+        c.disks = vec!["/tmp,ro".parse().unwrap()];
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(err, "disk /tmp: not a regular file (raw image files only)");
+        let img = tempfile::NamedTempFile::new().unwrap();
+        img.as_file().set_len(1000).unwrap();
+        let disk = DiskConfig {
+            path: img.path().into(),
+            read_only: true,
+        };
+        c.disks = vec![disk.clone(); 19];
+        c.validate().unwrap();
+        c.disks.push(disk);
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "20 disks: at most 19 virtio devices fit in a VM (0 taken by net and vsock)"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+mod config_vsock;
 pub mod devices;
 pub mod hooks;
 pub mod host;
@@ -12,6 +13,7 @@ pub mod image;
 pub mod images;
 pub mod jail;
 pub mod loader;
+pub mod net;
 pub mod runner;
 pub mod stats;
 pub mod tenant;
@@ -93,6 +95,17 @@ pub enum Error {
     /// A jail hook failed.
     #[error("{0}")]
     ThreadHook(String),
+    /// A virtio device could not be set up.
+    #[error("virtio device in slot {slot}: {what}")]
+    Virtio {
+        /// Its slot (0 = first disk).
+        slot: usize,
+        /// What failed.
+        what: String,
+    },
+    /// The vsock device could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     /// The main event loop failed.
     #[error("event loop: {0}")]
     EventLoop(String),

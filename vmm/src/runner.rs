@@ -16,6 +16,7 @@ use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::builder::EventSubscriber;
 use crate::devices::legacy::SerialConsole;
 use crate::hooks::{run_thread_hook, ThreadHook, ThreadKind};
 use crate::vstate::exit::StopReason;
@@ -103,6 +104,8 @@ pub struct Running {
     pub serial: Arc<Mutex<SerialConsole>>,
     /// Whether stdin feeds the console.
     pub stdin_attached: bool,
+    /// Device event handlers (virtio queues and backends), served by the event loop.
+    pub subscribers: Vec<EventSubscriber>,
 }
 
 impl Running {
@@ -150,15 +153,18 @@ impl Running {
     }
 
     fn event_loop(&self) -> Result<VmExit, Error> {
-        let mut manager: EventManager<Arc<Mutex<MainLoop>>> =
+        let mut manager: EventManager<EventSubscriber> =
             EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
-        let main = Arc::new(Mutex::new(MainLoop {
+        for subscriber in &self.subscribers {
+            manager.add_subscriber(subscriber.clone());
+        }
+        let main: EventSubscriber = Arc::new(Mutex::new(MainLoop {
             stop_evt: self.stop_evt.clone(),
             signals_fd: self.signals.as_raw_fd(),
             serial: self.serial.clone(),
             stdin: self.stdin_attached.then(std::io::stdin),
         }));
-        manager.add_subscriber(main.clone());
+        manager.add_subscriber(main);
         loop {
             manager
                 .run()

@@ -186,3 +186,71 @@ fn config_file_and_flags_conflict() {
 fn unknown_flag() {
     fails_with(&["--kernel", "/k", "--frobnicate"], &["--frobnicate"]);
 }
+
+#[test]
+fn missing_disk() {
+    fails_with(
+        &[
+            "--kernel",
+            "/proc/self/exe",
+            "--disk",
+            "/nonexistent/d.img,ro",
+        ],
+        &["disk /nonexistent/d.img", "No such file"],
+    );
+}
+
+#[test]
+fn disk_is_a_directory() {
+    fails_with(
+        &["--kernel", "/proc/self/exe", "--disk", "/tmp,ro"],
+        &["disk /tmp", "not a regular file"],
+    );
+}
+
+#[test]
+fn too_many_disks() {
+    let d = scratch("disk.img", &[0u8; 1024]);
+    let flag = format!("{},ro", d.display());
+    let mut args = vec!["--kernel", "/proc/self/exe"];
+    for _ in 0..20 {
+        args.extend(["--disk", &flag]);
+    }
+    fails_with(&args, &["20 disks", "at most 19 virtio devices"]);
+}
+
+#[test]
+fn disk_in_config_file() {
+    let c = scratch(
+        "disk.json",
+        br#"{"kernel": "/proc/self/exe", "disks": [{"path": "/nonexistent/x.img"}]}"#,
+    );
+    fails_with(
+        &["--config", c.to_str().unwrap()],
+        &["disk /nonexistent/x.img"],
+    );
+    let c = scratch(
+        "disk-bad.json",
+        br#"{"kernel": "/k", "disks": [{"ro": true}]}"#,
+    );
+    fails_with(&["--config", c.to_str().unwrap()], &["unknown field"]);
+}
+
+#[test]
+fn read_only_disk_the_jailed_vmm_cannot_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the jail (and its readability check) needs root");
+        return;
+    }
+    let d = scratch("private.img", &[0u8; 1024]);
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let flag = format!("{},ro", d.display());
+    fails_with(
+        &["--kernel", "/proc/self/exe", "--disk", &flag],
+        &[
+            &format!("read-only disk {}", d.display()),
+            "mode 600",
+            "chmod o+r",
+        ],
+    );
+}

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod cmdline;
 pub mod ctl;
+pub mod disks;
 mod events;
 mod handlers;
 pub mod images;

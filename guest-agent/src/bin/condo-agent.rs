@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use condo_agent::agent::ctl::{self, Target};
 use condo_agent::agent::launch::{self, ListenOn};
 use condo_agent::agent::runtime_backend::RuntimeBackend;
-use condo_agent::agent::{self, cmdline, init, log, reaper};
+use condo_agent::agent::{self, cmdline, disks, init, log, reaper};
 use condo_agent::runtime::defaults::{default_spec, SpecOptions};
 use condo_protocol::CreateContainer;
 
@@ -153,6 +153,9 @@ fn run_as_init(start_ns: u64) -> ! {
         log(format_args!("cannot set PID 1's oom_score_adj: {err}"));
     }
     if let Err(err) = init::set_hostname(&config.hostname) {
+        log(format_args!("{err}"));
+    }
+    for err in disks::mount_disks(&config.disks) {
         log(format_args!("{err}"));
     }
     // The kernel starts init with an almost empty environment; container specs set their own.

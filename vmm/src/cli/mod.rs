@@ -82,7 +82,7 @@ pub enum TenantCommand {
 pub enum VmCommand {
     /// Boot a VM in the foreground; exits with it (0 guest reset, 1 could not start,
     /// 3 guest died, 128+N killed by signal N).
-    Run(vm_run::RunArgs),
+    Run(Box<vm_run::RunArgs>),
 }
 
 fn report(result: anyhow::Result<i32>, failed: i32) -> i32 {
@@ -111,7 +111,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         }
         Command::Tenant(TenantCommand::Ls(args)) => report(tenant_ls::run(args), EXIT_FAILED),
         Command::Tenant(TenantCommand::Rm(args)) => report(tenant_rm::run(args), EXIT_FAILED),
-        Command::Vm(VmCommand::Run(args)) => vm_run::run(args),
+        Command::Vm(VmCommand::Run(args)) => vm_run::run(*args),
         Command::Image(command) => image::run(command),
     }
 }

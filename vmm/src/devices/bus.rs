@@ -1,9 +1,11 @@
-//! The VM's I/O bus as seen from vCPU exits: legacy ports today; virtio-mmio devices will
-//! register on the MMIO side.
+//! The VM's I/O bus as seen from vCPU exits: legacy ports (serial, i8042) and the
+//! virtio-mmio windows.
 
 use std::sync::{Arc, Mutex};
 
 use super::legacy::{SerialConsole, I8042};
+use super::virtio::MmioTransport;
+use crate::arch::x86_64::layout::{VIRTIO_MMIO_BASE, VIRTIO_MMIO_SLOT};
 
 /// COM1 ports 0x3f8..=0x3ff.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -34,18 +36,78 @@ pub trait IoHandler {
     fn mmio_write(&self, addr: u64, data: &[u8]) -> DeviceAction;
 }
 
-/// Serial console and i8042, shared by all vCPU threads.
+/// The virtio-mmio windows: transport i answers at VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SLOT.
+#[derive(Default)]
+pub struct MmioBus {
+    slots: Vec<Mutex<MmioTransport>>,
+}
+
+impl MmioBus {
+    /// Adds a transport in the next slot; returns the slot's index.
+    pub fn push(&mut self, transport: MmioTransport) -> usize {
+        self.slots.push(Mutex::new(transport));
+        self.slots.len() - 1
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there is no device.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The transport whose window holds `addr`, and the offset in it.
+    fn find(&self, addr: u64) -> Option<(&Mutex<MmioTransport>, u64)> {
+        let rel = addr.checked_sub(VIRTIO_MMIO_BASE)?;
+        let slot = usize::try_from(rel / VIRTIO_MMIO_SLOT).ok()?;
+        Some((self.slots.get(slot)?, rel % VIRTIO_MMIO_SLOT))
+    }
+
+    /// A read in a virtio window; false if no device is there.
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        let Some((slot, offset)) = self.find(addr) else {
+            return false;
+        };
+        // An access that runs past the window is not a register access the spec allows.
+        if offset + data.len() as u64 > VIRTIO_MMIO_SLOT {
+            data.fill(0);
+            return true;
+        }
+        let mut transport = slot.lock().unwrap_or_else(|p| p.into_inner());
+        transport.read(offset, data);
+        true
+    }
+
+    /// A write in a virtio window; false if no device is there.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        let Some((slot, offset)) = self.find(addr) else {
+            return false;
+        };
+        if offset + data.len() as u64 <= VIRTIO_MMIO_SLOT {
+            let mut transport = slot.lock().unwrap_or_else(|p| p.into_inner());
+            transport.write(offset, data);
+        }
+        true
+    }
+}
+
+/// Serial console, i8042 and the virtio-mmio devices, shared by all vCPU threads.
 pub struct LegacyBus {
     serial: Arc<Mutex<SerialConsole>>,
     i8042: Mutex<I8042>,
+    mmio: MmioBus,
 }
 
 impl LegacyBus {
-    /// A bus with the console UART at COM1 and the i8042 controller.
-    pub fn new(serial: Arc<Mutex<SerialConsole>>, i8042: I8042) -> Self {
+    /// A bus with the console UART at COM1, the i8042 controller and the virtio windows.
+    pub fn new(serial: Arc<Mutex<SerialConsole>>, i8042: I8042, mmio: MmioBus) -> Self {
         Self {
             serial,
             i8042: Mutex::new(i8042),
+            mmio,
         }
     }
 
@@ -90,11 +152,14 @@ impl IoHandler for LegacyBus {
         DeviceAction::None
     }
 
-    fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
-        data.fill(0xff);
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.mmio.read(addr, data) {
+            data.fill(0xff);
+        }
     }
 
-    fn mmio_write(&self, _addr: u64, _data: &[u8]) -> DeviceAction {
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> DeviceAction {
+        self.mmio.write(addr, data);
         DeviceAction::None
     }
 }

@@ -4,4 +4,4 @@ pub mod bus;
 pub mod legacy;
 pub mod virtio;
 
-pub use bus::{DeviceAction, IoHandler, LegacyBus};
+pub use bus::{DeviceAction, IoHandler, LegacyBus, MmioBus};

@@ -5,7 +5,7 @@
 //! written outside the staging root.
 
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +36,8 @@ pub enum Compression {
     None,
     /// gzip.
     Gzip,
+    /// zstd.
+    Zstd,
 }
 
 impl Compression {
@@ -43,6 +45,8 @@ impl Compression {
     pub fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
+        } else if head.starts_with(&super::zstd::MAGIC) {
+            Compression::Zstd
         } else {
             Compression::None
         }
@@ -52,8 +56,29 @@ impl Compression {
     pub fn decoder<'a, R: Read + 'a>(self, reader: R) -> Box<dyn Read + 'a> {
         match self {
             Compression::None => Box::new(reader),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Compression::Gzip => Box::new(NamedErrors {
+                inner: flate2::read::MultiGzDecoder::new(reader),
+                prefix: "invalid gzip data",
+            }),
+            Compression::Zstd => Box::new(NamedErrors {
+                inner: super::zstd::ZstdReader::new(std::io::BufReader::new(reader)),
+                prefix: "invalid zstd data",
+            }),
         }
+    }
+}
+
+/// Prefixes a decoder's errors so they read as what they are.
+struct NamedErrors<R> {
+    inner: R,
+    prefix: &'static str,
+}
+
+impl<R: Read> Read for NamedErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.prefix)))
     }
 }
 
@@ -104,6 +129,85 @@ struct Meta {
     uid: u32,
     gid: u32,
     mtime: u64,
+    /// Extended attributes to set (regular files only).
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+/// Extended attributes taken from layers: file capabilities and user attributes. Others
+/// (trusted.* such as overlayfs' own, security.selinux) describe the build host, not the image.
+fn xattr_wanted(name: &str) -> bool {
+    name == "security.capability" || name.starts_with("user.")
+}
+
+/// What an entry's PAX records override: numeric ids and mtime beyond ustar's range, xattrs.
+#[derive(Default)]
+struct Pax {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mtime: Option<u64>,
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+impl Pax {
+    fn apply(self, mut meta: Meta) -> Meta {
+        meta.uid = self.uid.unwrap_or(meta.uid);
+        meta.gid = self.gid.unwrap_or(meta.gid);
+        meta.mtime = self.mtime.unwrap_or(meta.mtime);
+        meta.xattrs = self.xattrs;
+        meta
+    }
+}
+
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Pax> {
+    let mut pax = Pax::default();
+    let Some(records) = entry.pax_extensions()? else {
+        return Ok(pax);
+    };
+    for record in records {
+        let record = record?;
+        let Ok(key) = record.key() else {
+            continue;
+        };
+        let text = record.value().unwrap_or("");
+        match key {
+            "uid" => pax.uid = text.parse().ok(),
+            "gid" => pax.gid = text.parse().ok(),
+            // "1700000000.123456789": whole seconds are what the tree keeps.
+            "mtime" => pax.mtime = text.split('.').next().and_then(|s| s.parse().ok()),
+            _ => {
+                let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
+                    continue;
+                };
+                if xattr_wanted(name) {
+                    if let Ok(c) = CString::new(name) {
+                        pax.xattrs.push((c, record.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(pax)
+}
+
+/// Sets an extended attribute on an open file; refused or unsupported attributes (an
+/// unprivileged import, a filesystem without xattrs) are skipped, as device nodes are.
+fn set_xattr(file: &std::fs::File, name: &CString, value: &[u8]) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is open for the call's duration, `name` is NUL-terminated and `value`
+    // is a live slice whose length is passed with it; the kernel only reads both.
+    let rc = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Applier<'_> {
@@ -147,17 +251,29 @@ impl Applier<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let path = EntryPath::parse(&raw).map_err(|reason| self.unsafe_entry(&raw, reason))?;
+        let pax = pax_records(entry).map_err(|e| Error::Corrupt {
+            layer: self.layer.to_string(),
+            reason: format!(
+                "entry {:?}: bad PAX header: {e}",
+                String::from_utf8_lossy(&raw)
+            ),
+        })?;
         let header = entry.header();
         let bad_header = |e: std::io::Error| Error::Corrupt {
             layer: self.layer.to_string(),
             reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(&raw)),
         };
+        let old = header.as_old();
         let meta = Meta {
             mode: header.mode().map_err(bad_header)? & MODE_MASK,
-            uid: u32::try_from(header.uid().map_err(bad_header)?).unwrap_or(u32::MAX),
-            gid: u32::try_from(header.gid().map_err(bad_header)?).unwrap_or(u32::MAX),
-            mtime: header.mtime().map_err(bad_header)?,
+            uid: u32::try_from(numeric(header.uid(), &old.uid).map_err(bad_header)?)
+                .unwrap_or(u32::MAX),
+            gid: u32::try_from(numeric(header.gid(), &old.gid).map_err(bad_header)?)
+                .unwrap_or(u32::MAX),
+            mtime: numeric(header.mtime(), &old.mtime).map_err(bad_header)?,
+            xattrs: Vec::new(),
         };
+        let meta = pax.apply(meta);
         let kind = header.entry_type();
         self.stats.entries += 1;
         let Some((parents, name)) = path.split_last() else {
@@ -189,7 +305,8 @@ impl Applier<'_> {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
                 self.hardlink(&raw, &parent, name, &target)
             }
-            T::Char | T::Block | T::Fifo => {
+            T::Fifo => self.node(&raw, &parent, name, kind, 0, &meta),
+            T::Char | T::Block => {
                 let major = header.device_major().map_err(bad_header)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(bad_header)?.unwrap_or(0);
                 self.node(
@@ -263,8 +380,11 @@ impl Applier<'_> {
             )
             .map_err(|e| self.os(raw, "chown", e))?;
         }
-        // After chown, which clears setuid bits.
+        // After chown, which clears setuid bits and file capabilities.
         fchmod(&file, Mode::from_bits_truncate(meta.mode)).map_err(|e| self.os(raw, "chmod", e))?;
+        for (name, value) in &meta.xattrs {
+            set_xattr(&file, name, value).map_err(|e| self.os(raw, "set xattr", e))?;
+        }
         let t = timespec(meta.mtime);
         futimens(&file, &t, &t).map_err(|e| self.os(raw, "set mtime", e))
     }
@@ -436,6 +556,15 @@ impl Applier<'_> {
     }
 }
 
+/// A numeric header field; an empty one (all NUL or spaces) reads as 0, as Go's
+/// archive/tar (and so Docker) reads it.
+fn numeric(parsed: std::io::Result<u64>, raw: &[u8]) -> std::io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
+    }
+}
+
 fn timespec(secs: u64) -> TimeSpec {
     TimeSpec::new(i64::try_from(secs).unwrap_or(i64::MAX), 0)
 }
@@ -501,3 +630,7 @@ fn prune_lower<Fd: AsFd>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod tests;

@@ -15,6 +15,9 @@ mod layers;
 mod names;
 mod store;
 mod tar_safety;
+#[cfg(test)]
+mod testutil;
+mod zstd;
 
 use std::path::PathBuf;
 

@@ -35,6 +35,14 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC base address announced in the MP table.
 pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// First virtio-mmio window: device slot i sits at VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SLOT.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Size of one virtio-mmio window.
+pub const VIRTIO_MMIO_SLOT: u64 = 0x1000;
+/// GSI of virtio slot 0; slot i uses VIRTIO_FIRST_GSI + i (0-4 are the PC's legacy lines).
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// IO-APIC pins 5..=23 are free for virtio devices.
+pub const VIRTIO_MAX_DEVICES: usize = 19;
 
 // The boot structures must not overlap: checked when compiling.
 const _: () = {
@@ -43,6 +51,9 @@ const _: () = {
     assert!(ZERO_PAGE_ADDR + 0x1000 <= BOOT_STACK_POINTER);
     assert!(PDE_ADDR + 4 * 0x1000 <= CMDLINE_ADDR);
     assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(VIRTIO_MMIO_BASE >= MMIO_GAP_START);
+    assert!(VIRTIO_MMIO_BASE + VIRTIO_MAX_DEVICES as u64 * VIRTIO_MMIO_SLOT <= IOAPIC_ADDR as u64);
+    assert!(VIRTIO_FIRST_GSI + VIRTIO_MAX_DEVICES as u32 <= 24);
 };
 
 /// Guest RAM ranges (start, length) for `mem_size` bytes, leaving out the MMIO hole.

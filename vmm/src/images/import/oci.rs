@@ -118,6 +118,9 @@ fn layer_compression(desc: &Descriptor, what: &str) -> Result<Compression> {
         MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
             Ok(Compression::Gzip)
         }
+        MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => {
+            Ok(Compression::Zstd)
+        }
         MediaType::Other(s) if s == DOCKER_LAYER_GZIP => Ok(Compression::Gzip),
         MediaType::Other(s) if s == DOCKER_LAYER_TAR => Ok(Compression::None),
         _ => Err(Error::UnknownMediaType {

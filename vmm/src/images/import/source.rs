@@ -180,10 +180,11 @@ fn index_archive(archive_path: &Path, shown: &Path) -> Result<HashMap<String, In
     let mut archive = tar::Archive::new(file);
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| corrupt(format!("reading the tar archive: {e}")))?;
+        .map_err(|e| corrupt(format!("not a readable tar archive: {e}")))?;
     let mut index = HashMap::new();
     for entry in entries {
-        let entry = entry.map_err(|e| corrupt(format!("reading the tar archive: {e}")))?;
+        let entry =
+            entry.map_err(|e| corrupt(format!("not a readable tar archive (truncated?): {e}")))?;
         let raw = entry.path_bytes().into_owned();
         let shown_entry = String::from_utf8_lossy(&raw).into_owned();
         let path = EntryPath::parse(&raw).map_err(|reason| Error::UnsafeEntry {

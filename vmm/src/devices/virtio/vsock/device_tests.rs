@@ -1,0 +1,1 @@
+//! Queue processing with a mock driver (no KVM).
