@@ -38,7 +38,8 @@ echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
 echo "root:x:0:" >"$rootfs/etc/group"
 image_id="vsock-agent-image-$$"
 echo "$image_id" >"$rootfs/etc/image-id"
-mkfs.erofs -q "$T/busybox.erofs" "$rootfs" >/dev/null 2>&1 || fail "mkfs.erofs of $rootfs failed"
+mkfs.erofs --quiet --all-root "$T/busybox.erofs" "$rootfs" >"$T/mkfs.log" 2>&1 ||
+    { cat "$T/mkfs.log"; fail "mkfs.erofs of $rootfs failed"; }
 
 # The guest: the agent as PID 1, and a background client that connects from the guest to the
 # host's port 5555 (retrying until the host listener answers) and prints a marker.
@@ -83,6 +84,7 @@ trap 'kill -TERM "$CONDO_PID" "$HOST_AGENT" 2>/dev/null; wait "$CONDO_PID"' EXIT
 dump() {
     note "condo:"; tail -n 20 "$T/condo.out"
     note "guest console:"; tr -d '\r' <"$log" | tail -n 40
+    note "seccomp kills in the kernel log:"; dmesg | grep 'type=1326' | tail -n 5
 }
 
 ctl="$agent ctl --target vsock-uds:$uds"

@@ -124,6 +124,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects, retrying until `wait` has passed (the agent may still be booting).
 pub fn connect(target: &Target, wait: Duration) -> Result<Client<AgentStream>, CtlError> {
+    connect_stream(target, wait).map(Client::new)
+}
+
+/// A raw stream to `target` (for the bench server), retrying like [`connect`].
+pub fn connect_stream(target: &Target, wait: Duration) -> Result<AgentStream, CtlError> {
     let deadline = Instant::now() + wait;
     loop {
         let attempt = match target {
@@ -137,7 +142,7 @@ pub fn connect(target: &Target, wait: Duration) -> Result<Client<AgentStream>, C
             }
         };
         match attempt {
-            Ok(stream) => return Ok(Client::new(stream)),
+            Ok(stream) => return Ok(stream),
             Err(source) if Instant::now() >= deadline => {
                 return Err(CtlError::Connect {
                     target: target.clone(),

@@ -18,6 +18,7 @@
 //! clones a process: the runtime's raw clone(2) is not safe from a multithreaded process.
 
 pub mod backend;
+pub mod bench;
 pub mod cmdline;
 pub mod ctl;
 pub mod disks;

@@ -157,7 +157,7 @@ impl Vsock {
 
     /// Runs the queues after an event: TX first (it may produce RX), then RX. Interrupts the
     /// guest if any buffer was used.
-    pub(super) fn process_queues(&mut self) {
+    pub fn process_queues(&mut self) {
         let Some(active) = self.active.as_mut() else {
             return;
         };
@@ -223,8 +223,13 @@ impl VirtioDevice for Vsock {
             queues: ctx.queues,
             interrupt: ctx.interrupt,
         });
-        // Packets may have waited for the guest (host clients connecting early).
-        self.process_queues();
+        // Packets may have waited for the guest (host clients connecting early). Activation
+        // runs on a vCPU thread, whose seccomp filter allows none of the muxer's calls: kick
+        // the event loop through the RX queue's eventfd instead of processing here.
+        if let Some(kick) = self.queue_events.get(RXQ) {
+            kick.write(1)
+                .map_err(|e| ActivateError(format!("vsock: kicking the event loop: {e}")))?;
+        }
         Ok(())
     }
 

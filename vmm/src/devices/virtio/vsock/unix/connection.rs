@@ -59,6 +59,8 @@ pub struct Connection {
     state: ConnState,
     /// Guest data (and the `OK` handshake line) not yet written to the host stream.
     tx_buf: VecDeque<u8>,
+    /// Bytes of the handshake line at the front of tx_buf (not guest payload: no credit).
+    handshake_pending: usize,
     /// Guest payload bytes written to the host stream, ever.
     fwd_cnt: Wrapping<u32>,
     last_fwd_cnt_to_peer: Wrapping<u32>,
@@ -120,6 +122,7 @@ impl Connection {
             guest_cid,
             state: ConnState::Established,
             tx_buf: VecDeque::new(),
+            handshake_pending: 0,
             fwd_cnt: Wrapping(0),
             last_fwd_cnt_to_peer: Wrapping(0),
             tx_cnt: Wrapping(0),
@@ -181,8 +184,9 @@ impl Connection {
                 self.expiry = None;
                 self.host_readable = true;
                 // The handshake line goes first, outside the credit accounting.
-                self.tx_buf
-                    .extend(format!("OK {}\n", self.local_port).as_bytes());
+                let line = format!("OK {}\n", self.local_port);
+                self.handshake_pending = line.len();
+                self.tx_buf.extend(line.as_bytes());
                 self.flush_tx_buf();
             }
             (ConnState::Established | ConnState::LocalClosed, Some(Op::Rw)) => {
@@ -234,8 +238,9 @@ impl Connection {
             match self.stream.write(front) {
                 Ok(0) => return self.kill(),
                 Ok(n) => {
-                    let payload_bytes = self.buffered_payload().min(n as u32);
-                    self.fwd_cnt += Wrapping(payload_bytes);
+                    let handshake = n.min(self.handshake_pending);
+                    self.handshake_pending -= handshake;
+                    self.fwd_cnt += Wrapping((n - handshake) as u32);
                     self.tx_buf.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -249,11 +254,6 @@ impl Connection {
         if self.tx_buf.is_empty() && self.peer_shutdown != 0 {
             self.apply_peer_shutdown();
         }
-    }
-
-    /// Guest payload bytes in tx_buf (the rest, at the front, is the handshake line).
-    fn buffered_payload(&self) -> u32 {
-        (self.tx_cnt - self.fwd_cnt).0
     }
 
     /// The host stream is ready: note it, and flush what waits for it.

@@ -267,3 +267,34 @@ fn counters_wrap_around_u32() {
     assert_eq!(data.len(), 10);
     assert_eq!(conn.peer_avail_credit(), 90);
 }
+
+#[test]
+fn the_handshake_line_is_not_counted_as_forwarded_guest_data() {
+    let (ours, client) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut conn = Connection::new_local(ours, LOCAL, PEER, GUEST_CID, Instant::now());
+    let _ = conn.recv_pkt(4096, Instant::now());
+    conn.send_pkt(&guest_pkt(Op::Response, &[], 4096, 0));
+    // The client has not read the OK line yet; fill its socket so it stays partly queued.
+    let chunk = vec![3u8; 60_000];
+    let mut sent = 0usize;
+    while !conn.interest().writable {
+        conn.send_pkt(&guest_pkt(Op::Rw, &chunk, 4096, 0));
+        sent += chunk.len();
+    }
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 65536];
+    while received < sent + 14 {
+        match (&client).read(&mut buf) {
+            Ok(n) => received += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.notify(Interest {
+                readable: false,
+                writable: true,
+            }),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(conn.state(), ConnState::Established);
+    assert_eq!(conn.fwd_cnt.0 as usize, sent, "only guest payload counts");
+}
