@@ -2,6 +2,8 @@
 //! loader -> vCPU threads -> run until the guest stops.
 
 use std::fs::File;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ use crate::config::{Console, VmConfig};
 use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
 use crate::devices::virtio::block::{Block, DiskFile, SECTOR_SIZE};
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
+use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice};
 use crate::devices::{LegacyBus, MmioBus};
 use crate::hooks::ThreadHook;
@@ -65,6 +68,9 @@ pub struct RunOptions {
     pub allow_pvm_linux: bool,
     /// `preflight` ran before the jail, where the host's /proc and /sys were visible.
     pub checked_outside: bool,
+    /// The vsock device's listening socket, bound on the host by the jail's parent (the jailed
+    /// VMM cannot create it at the operator's path); `None`: the VMM binds it itself.
+    pub vsock_listener_fd: Option<RawFd>,
 }
 
 /// The checks of the input and of the host that need the host's view (/proc/meminfo, /sys):
@@ -151,7 +157,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
             what: "KVM_IRQFD for the i8042",
             source,
         })?;
-    let virtio = virtio_devices(config)?;
+    let virtio = virtio_devices(config, options)?;
     let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
     let (mmio, subscribers) = register_virtio_devices(&vm, virtio)?;
     let bus = Arc::new(LegacyBus::new(
@@ -239,7 +245,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
 
 /// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the
 /// guest), then net, then vsock.
-fn virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
+fn virtio_devices(config: &VmConfig, options: &RunOptions) -> Result<Vec<VirtioSlot>, Error> {
     let mut devices = Vec::with_capacity(config.virtio_device_count());
     for disk in &config.disks {
         let file =
@@ -255,8 +261,21 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<VirtioSlot>, Error> {
         let block = Block::new(file).map_err(Error::EventFd)?;
         devices.push(VirtioSlot::new(Arc::new(Mutex::new(block))));
     }
-    for (i, net) in config.net.iter().enumerate() {
-        devices.push(net_device(devices.len(), i, net)?);
+    for (index, net) in config.net.iter().enumerate() {
+        devices.push(net_device(devices.len(), index, net)?);
+    }
+    if let Some(vsock) = &config.vsock {
+        let device = match options.vsock_listener_fd {
+            Some(fd) => {
+                // SAFETY: the jail's parent bound this listener for this VMM and handed its
+                // descriptor over (kept open through the jail); nothing else in this process
+                // uses or closes it, so the device takes sole ownership.
+                let listener = unsafe { UnixListener::from_raw_fd(fd) };
+                Vsock::with_listener(vsock.guest_cid, listener, &vsock.uds_path)?
+            }
+            None => Vsock::new(vsock.guest_cid, &vsock.uds_path)?,
+        };
+        devices.push(VirtioSlot::new(Arc::new(Mutex::new(device))));
     }
     Ok(devices)
 }

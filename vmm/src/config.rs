@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_vsock::{VsockConfig, VsockConfigError};
+
 /// Most vCPUs a VM may have (the MP table and topology code assume a small machine).
 pub const MAX_VCPUS: u8 = 32;
 /// Smallest guest memory: room for the boot structures and a test payload at 1 MiB.
@@ -114,12 +116,15 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default = "default_console")]
     pub console: Console,
-    /// virtio-net interfaces, each on a host tap.
-    #[serde(default)]
-    pub net: Vec<crate::net::NetConfig>,
     /// virtio-blk disks, /dev/vda, /dev/vdb, ... in the guest.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// The virtio-vsock device, if any.
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// virtio-net interfaces, each on a host tap.
+    #[serde(default)]
+    pub net: Vec<crate::net::NetConfig>,
 }
 
 /// A configuration that cannot boot.
@@ -173,6 +178,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The vsock device is misconfigured.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
     /// More virtio devices than there are slots.
     #[error(
         "{disks} disks: at most {max} virtio devices fit in a VM ({others} taken by net and vsock)"
@@ -203,15 +211,16 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory(),
             console: default_console(),
-            net: Vec::new(),
             disks: Vec::new(),
+            vsock: None,
+            net: Vec::new(),
         }
     }
 
     /// Number of virtio devices the configuration asks for (each takes an MMIO slot and a
     /// GSI).
     pub fn virtio_device_count(&self) -> usize {
-        self.disks.len() + self.net.len()
+        self.disks.len() + self.net.len() + usize::from(self.vsock.is_some())
     }
 
     /// Reads a JSON configuration file.
@@ -244,6 +253,9 @@ impl VmConfig {
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;
+        }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
         }
         self.check_disks()
     }

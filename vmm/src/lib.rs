@@ -5,15 +5,18 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+mod config_vsock;
 pub mod devices;
 pub mod hooks;
 pub mod host;
 pub mod image;
+pub mod images;
 pub mod jail;
 pub mod loader;
 pub mod net;
 pub mod runner;
 pub mod stats;
+pub mod tenant;
 pub mod vstate;
 
 use std::path::PathBuf;
@@ -100,6 +103,9 @@ pub enum Error {
         /// What failed.
         what: String,
     },
+    /// The vsock device could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     /// The main event loop failed.
     #[error("event loop: {0}")]
     EventLoop(String),

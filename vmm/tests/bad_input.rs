@@ -254,3 +254,67 @@ fn read_only_disk_the_jailed_vmm_cannot_read() {
         ],
     );
 }
+
+#[test]
+fn vsock_reserved_cid() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    for cid in ["0", "1", "2", "4294967296"] {
+        fails_with(
+            &[
+                "--kernel",
+                "/proc/self/exe",
+                "--vsock",
+                &format!("cid={cid},uds={}", uds.display()),
+            ],
+            &[&format!("vsock cid {cid}"), "reserved"],
+        );
+    }
+    assert!(!uds.exists(), "nothing made for a refused VM");
+}
+
+#[test]
+fn vsock_bad_syntax() {
+    fails_with(
+        &["--kernel", "/proc/self/exe", "--vsock", "cid=3"],
+        &["cid=N,uds=PATH"],
+    );
+}
+
+#[test]
+fn vsock_existing_path_is_kept() {
+    let existing = scratch("vsock-existing", b"someone else's file");
+    fails_with(
+        &[
+            "--kernel",
+            "/proc/self/exe",
+            "--vsock",
+            &format!("cid=3,uds={}", existing.display()),
+        ],
+        &["vsock-existing", "already exists"],
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"someone else's file");
+}
+
+#[test]
+fn vsock_path_too_long_or_without_directory() {
+    let long = format!("/tmp/{}", "x".repeat(120));
+    fails_with(
+        &[
+            "--kernel",
+            "/proc/self/exe",
+            "--vsock",
+            &format!("cid=3,uds={long}"),
+        ],
+        &["longer than the 107"],
+    );
+    fails_with(
+        &[
+            "--kernel",
+            "/proc/self/exe",
+            "--vsock",
+            "cid=3,uds=/nonexistent-condo-dir/v.sock",
+        ],
+        &["/nonexistent-condo-dir", "does not exist"],
+    );
+}

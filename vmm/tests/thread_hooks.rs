@@ -47,6 +47,7 @@ fn hooks_run_in_every_thread_before_the_guest() {
         thread_hook: Some(hook),
         allow_pvm_linux: false,
         checked_outside: false,
+        ..Default::default()
     };
     let exit = run_vm(&config, &options).unwrap();
     assert_eq!(exit, VmExit::Reset);
@@ -88,6 +89,7 @@ fn failing_hook_keeps_the_guest_from_running() {
             thread_hook: Some(hook),
             allow_pvm_linux: false,
             checked_outside: false,
+            ..Default::default()
         };
         let err = run_vm(&config, &options).unwrap_err();
         assert!(matches!(err, Error::ThreadHook(_)), "{err}");

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod frame;
 pub mod messages;
+pub mod vsock_uds;
 
 pub use client::{Client, ClientError};
 pub use frame::{

@@ -1,6 +1,6 @@
 //! The agent's settings from the kernel command line (`condo.port=N`, `condo.hostname=NAME`,
-//! `condo.unix=PATH`, `condo.net=ADDR/PREFIX,GW[,DNS]`), for when it runs as PID 1 and has no
-//! other way to be told.
+//! `condo.unix=PATH`, `condo.disk=DEV:PATH`, `condo.net=ADDR/PREFIX,GW[,DNS]`), for when it
+//! runs as PID 1 and has no other way to be told.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,16 @@ pub struct BootConfig {
     pub unix_socket: Option<PathBuf>,
     /// eth0's settings (`condo.net=ADDR/PREFIX,GW[,DNS]`), when the VM has a network.
     pub net: Option<super::net::NetBoot>,
+    /// Read-only image disks to mount at boot (`condo.disk=/dev/vda:/images/busybox`), each
+    /// made writable by a tmpfs overlay: a container's rootfs.
+    pub disks: Vec<DiskMount>,
+}
+
+/// One `condo.disk=DEV:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskMount {
+    pub device: PathBuf,
+    pub target: PathBuf,
 }
 
 impl Default for BootConfig {
@@ -23,6 +33,7 @@ impl Default for BootConfig {
             hostname: "condo".into(),
             unix_socket: None,
             net: None,
+            disks: Vec::new(),
         }
     }
 }
@@ -83,10 +94,36 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                     });
                 }
             }
+            "condo.disk" => match parse_disk(value) {
+                Some(disk) => config.disks.push(disk),
+                None => errors.push(CmdlineError {
+                    param: "condo.disk",
+                    value: value.into(),
+                    reason: "not /dev/NAME:/ABSOLUTE/PATH",
+                }),
+            },
             _ => {}
         }
     }
     (config, errors)
+}
+
+fn parse_disk(value: &str) -> Option<DiskMount> {
+    let (device, target) = value.split_once(':')?;
+    let name = device.strip_prefix("/dev/")?;
+    let plain = |p: &str| !p.split('/').any(|c| c == ".." || c == ".");
+    if name.is_empty()
+        || !plain(name)
+        || !target.starts_with('/')
+        || !plain(target)
+        || target == "/"
+    {
+        return None;
+    }
+    Some(DiskMount {
+        device: PathBuf::from(device),
+        target: PathBuf::from(target),
+    })
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -138,5 +175,29 @@ mod tests {
             ["condo.port", "condo.port", "condo.hostname", "condo.unix"]
         );
         assert!(errors[1].to_string().contains("\"http\""));
+    }
+
+    #[test]
+    fn reads_disks_and_refuses_bad_ones() {
+        let (config, errors) = parse(
+            "condo.disk=/dev/vda:/images/busybox condo.disk=/dev/vdb:/images/b \
+             condo.disk=vda:/x condo.disk=/dev/vda:rel condo.disk=/dev/../sda:/x \
+             condo.disk=/dev/vda condo.disk=/dev/vda:/ condo.disk=/dev/vda:/a/../b",
+        );
+        assert_eq!(
+            config.disks,
+            [
+                DiskMount {
+                    device: "/dev/vda".into(),
+                    target: "/images/busybox".into()
+                },
+                DiskMount {
+                    device: "/dev/vdb".into(),
+                    target: "/images/b".into()
+                }
+            ]
+        );
+        assert_eq!(errors.len(), 6, "{errors:?}");
+        assert!(errors.iter().all(|e| e.param == "condo.disk"));
     }
 }

@@ -13,18 +13,32 @@ use condo_protocol::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Unix(PathBuf),
-    Vsock { cid: u32, port: u32 },
+    Vsock {
+        cid: u32,
+        port: u32,
+    },
+    /// A VMM's vsock Unix socket (Firecracker's `CONNECT <port>` handshake).
+    VsockUds {
+        path: PathBuf,
+        port: u32,
+    },
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
 
-    /// `unix:PATH` or `vsock:CID:PORT`.
+    /// `unix:PATH`, `vsock:CID:PORT` or `vsock-uds:PATH[:PORT]` (port defaults to the agent's).
     fn from_str(text: &str) -> Result<Self, String> {
         if let Some(path) = text.strip_prefix("unix:") {
             return Ok(Target::Unix(PathBuf::from(path)));
         }
-        let bad = || format!("{text:?} is neither unix:PATH nor vsock:CID:PORT");
+        if let Some(rest) = text.strip_prefix("vsock-uds:") {
+            return parse_vsock_uds(rest).ok_or_else(|| {
+                format!("{text:?} is not vsock-uds:PATH[:PORT] (PORT a number, PATH not empty)")
+            });
+        }
+        let bad =
+            || format!("{text:?} is neither unix:PATH, vsock:CID:PORT nor vsock-uds:PATH[:PORT]");
         let rest = text.strip_prefix("vsock:").ok_or_else(bad)?;
         let (cid, port) = rest.split_once(':').ok_or_else(bad)?;
         Ok(Target::Vsock {
@@ -34,11 +48,29 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// `PATH[:PORT]`: a trailing `:digits` is the port, so a path may itself hold colons.
+fn parse_vsock_uds(rest: &str) -> Option<Target> {
+    let (path, port) = match rest.rsplit_once(':') {
+        Some((path, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (path, port.parse().ok()?)
+        }
+        _ => (rest, condo_protocol::DEFAULT_VSOCK_PORT),
+    };
+    if path.is_empty() {
+        return None;
+    }
+    Some(Target::VsockUds {
+        path: PathBuf::from(path),
+        port,
+    })
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
             Target::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+            Target::VsockUds { path, port } => write!(f, "vsock-uds:{}:{port}", path.display()),
         }
     }
 }
@@ -87,8 +119,16 @@ pub enum CtlError {
     StderrThread,
 }
 
+/// How long one vsock-uds handshake may take; the VMM answers at once unless the guest is slow.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects, retrying until `wait` has passed (the agent may still be booting).
 pub fn connect(target: &Target, wait: Duration) -> Result<Client<AgentStream>, CtlError> {
+    connect_stream(target, wait).map(Client::new)
+}
+
+/// A raw stream to `target` (for the bench server), retrying like [`connect`].
+pub fn connect_stream(target: &Target, wait: Duration) -> Result<AgentStream, CtlError> {
     let deadline = Instant::now() + wait;
     loop {
         let attempt = match target {
@@ -96,9 +136,13 @@ pub fn connect(target: &Target, wait: Duration) -> Result<Client<AgentStream>, C
             Target::Vsock { cid, port } => {
                 vsock::VsockStream::connect_with_cid_port(*cid, *port).map(AgentStream::Vsock)
             }
+            Target::VsockUds { path, port } => {
+                condo_protocol::vsock_uds::connect(path, *port, HANDSHAKE_TIMEOUT)
+                    .map(AgentStream::Unix)
+            }
         };
         match attempt {
-            Ok(stream) => return Ok(Client::new(stream)),
+            Ok(stream) => return Ok(stream),
             Err(source) if Instant::now() >= deadline => {
                 return Err(CtlError::Connect {
                     target: target.clone(),
@@ -180,7 +224,30 @@ mod tests {
             "vsock:3:1024".parse::<Target>(),
             Ok(Target::Vsock { cid: 3, port: 1024 })
         );
-        for bad in ["", "tcp:1", "vsock:3", "vsock:x:1", "vsock:3:-1"] {
+        assert_eq!(
+            "vsock-uds:/run/t/vsock.sock".parse::<Target>(),
+            Ok(Target::VsockUds {
+                path: "/run/t/vsock.sock".into(),
+                port: 1024
+            })
+        );
+        assert_eq!(
+            "vsock-uds:/run/a:b/v.sock:52".parse::<Target>(),
+            Ok(Target::VsockUds {
+                path: "/run/a:b/v.sock".into(),
+                port: 52
+            })
+        );
+        for bad in [
+            "",
+            "tcp:1",
+            "vsock:3",
+            "vsock:x:1",
+            "vsock:3:-1",
+            "vsock-uds:",
+            "vsock-uds::5",
+            "vsock-uds:/a:99999999999",
+        ] {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.contains(bad), "{err}");
         }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use condo_agent::agent::ctl::{self, Target};
 use condo_agent::agent::launch::{self, ListenOn};
 use condo_agent::agent::runtime_backend::RuntimeBackend;
-use condo_agent::agent::{self, cmdline, init, log, reaper};
+use condo_agent::agent::{self, bench, cmdline, disks, init, log, reaper};
 use condo_agent::runtime::defaults::{default_spec, SpecOptions};
 use condo_protocol::CreateContainer;
 
@@ -42,7 +42,7 @@ struct Args {
 enum Command {
     /// Talk to a running agent (debugging, real-guest tests).
     Ctl {
-        /// unix:PATH or vsock:CID:PORT
+        /// unix:PATH, vsock:CID:PORT or vsock-uds:PATH[:PORT] (a VMM's vsock Unix socket)
         #[arg(long)]
         target: Target,
         /// Keep retrying the connection this long (the agent may still be booting).
@@ -51,11 +51,33 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Serve raw-stream bench requests (scripts/bench vsock) on vsock or a Unix socket.
+    BenchServer {
+        /// vsock port.
+        #[arg(long, default_value_t = bench::BENCH_PORT)]
+        port: u32,
+        /// Serve this Unix socket instead.
+        #[arg(long, value_name = "PATH")]
+        unix: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum CtlAction {
     Ping,
+    /// Round trips of Ping on one connection: prints the median and the 99th percentile.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+    /// Moves BYTES to or from `condo-agent bench-server` (the target's port is the server's)
+    /// and prints the throughput.
+    Throughput {
+        #[arg(long, value_enum)]
+        direction: bench::Direction,
+        #[arg(long, default_value_t = 256 << 20)]
+        bytes: u64,
+    },
     BootTimings,
     /// Print the OOM events after sequence number AFTER, waiting up to TIMEOUT_MS for one.
     OomEvents {
@@ -87,10 +109,17 @@ enum CtlAction {
 
 fn main() -> ExitCode {
     let start_ns = agent::boottime_ns();
-    if std::process::id() == 1 {
+    // PID 1 is a guest's init, unless told to serve a Unix socket: then it is the supervisor
+    // of `--isolation process`, PID 1 of its own pid namespace on a host.
+    if std::process::id() == 1 && !std::env::args_os().any(|arg| arg == "--unix") {
         run_as_init(start_ns)
     }
     let args = Args::parse();
+    if let Some(Command::BenchServer { port, unix }) = args.command {
+        let err = bench_server(port, unix);
+        log(format_args!("bench-server: {err}"));
+        return ExitCode::FAILURE;
+    }
     if let Some(Command::Ctl {
         target,
         wait,
@@ -156,6 +185,9 @@ fn run_as_init(start_ns: u64) -> ! {
     if let Err(err) = init::set_hostname(&config.hostname) {
         log(format_args!("{err}"));
     }
+    for err in disks::mount_disks(&config.disks) {
+        log(format_args!("{err}"));
+    }
     if let Some(net) = &config.net {
         match condo_agent::agent::net::configure("eth0", net) {
             Ok(()) => log(format_args!(
@@ -187,8 +219,62 @@ fn run_as_init(start_ns: u64) -> ! {
     init::power_off()
 }
 
+/// Serves bench requests until accepting fails; each connection in its own thread.
+fn bench_server(port: u32, unix: Option<PathBuf>) -> std::io::Error {
+    fn serve<S: std::io::Read + std::io::Write + Send + 'static>(
+        accept: impl Fn() -> std::io::Result<S>,
+    ) -> std::io::Error {
+        loop {
+            match accept() {
+                Ok(mut stream) => {
+                    std::thread::spawn(move || {
+                        if let Err(err) = bench::serve_one(&mut stream) {
+                            log(format_args!("bench-server: {err}"));
+                        }
+                    });
+                }
+                Err(err) => return err,
+            }
+        }
+    }
+    match unix {
+        Some(path) => match std::os::unix::net::UnixListener::bind(&path) {
+            Ok(listener) => serve(|| listener.accept().map(|(s, _)| s)),
+            Err(err) => err,
+        },
+        None => {
+            let address = vsock::VsockAddr::new(vsock::VMADDR_CID_ANY, port);
+            match vsock::VsockListener::bind(&address) {
+                Ok(listener) => serve(|| listener.accept().map(|(s, _)| s)),
+                Err(err) => err,
+            }
+        }
+    }
+}
+
 fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<ExitCode> {
     match action {
+        CtlAction::Latency { count } => {
+            let mut client = ctl::connect(target, wait)?;
+            let mut samples = bench::ping_latencies(&mut client, count)?;
+            let mut us = |q| {
+                bench::quantile(&mut samples, q)
+                    .map(|d| d.as_secs_f64() * 1e6)
+                    .unwrap_or(f64::NAN)
+            };
+            let (median, p99) = (us(0.5), us(0.99));
+            println!("latency: {count} pings, median {median:.1} us, p99 {p99:.1} us");
+        }
+        CtlAction::Throughput { direction, bytes } => {
+            let mut stream = ctl::connect_stream(target, wait)?;
+            let took = bench::throughput(&mut stream, direction, bytes)?;
+            let mib = bytes as f64 / f64::from(1u32 << 20);
+            println!(
+                "throughput {direction:?}: {bytes} bytes in {:.3} s = {:.1} MiB/s",
+                took.as_secs_f64(),
+                mib / took.as_secs_f64()
+            );
+        }
         CtlAction::Ping => {
             let (version, protocol) = ctl::connect(target, wait)?.ping()?;
             println!("pong: agent {version}, protocol {protocol}");

@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use condo_vmm::config::{Console, VmConfig};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+
+use condo_vmm::config::{Console, VmConfig, VsockConfig};
 use condo_vmm::jail::{
     self, seccomp, uid_alloc, CgroupLimits, CgroupPolicy, ExposeMode, ExposedFile, JailConfig,
     JailExit, RealSys, ThreadKind,
@@ -76,6 +80,21 @@ pub fn run(
         return EXIT_CANNOT_START;
     }
     options.checked_outside = true;
+    // The jailed VMM cannot create a socket at the operator's path: bind it here, hand over
+    // the descriptor.
+    let vsock_listener = match bind_vsock_listener(&config) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("condo: cannot start the VM: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    options.vsock_listener_fd = vsock_listener.as_ref().map(|l| l.as_raw_fd());
+    let remove_vsock_socket = || {
+        if let (Some(vsock), Some(_)) = (&config.vsock, &vsock_listener) {
+            let _ = std::fs::remove_file(&vsock.uds_path);
+        }
+    };
     let anonymous = args.jail_id.is_none();
     let id = args
         .jail_id
@@ -85,10 +104,11 @@ pub fn run(
         Console::File(path) if !path.exists() => Some(path.clone()),
         _ => None,
     };
-    let jailed = match jail_config(&config, args, &id) {
+    let jailed = match jail_config(&config, args, &id, options.vsock_listener_fd) {
         Ok(jailed) => jailed,
         Err(e) => {
             eprintln!("condo: cannot start the VM: jail: {e}");
+            remove_vsock_socket();
             if let Some(path) = &new_console_file {
                 let _ = std::fs::remove_file(path);
             }
@@ -101,6 +121,7 @@ pub fn run(
     };
     let (cfg, inside) = jailed;
     let outcome = jail::run_jailed(&cfg, &RealSys, || boot(&inside, &options));
+    remove_vsock_socket();
     let started = !matches!(outcome, Ok(JailExit::Exited(EXIT_CANNOT_START)) | Err(_));
     if let (false, Some(path)) = (started, &new_console_file) {
         // As the VMM does unjailed: a VM that could not start leaves no console file.
@@ -132,6 +153,7 @@ fn jail_config(
     config: &VmConfig,
     args: &JailArgs,
     id: &str,
+    vsock_listener_fd: Option<RawFd>,
 ) -> Result<(JailConfig, VmConfig), jail::JailError> {
     jail::config::validate_id(id)?;
     let uid = match args.jail_uid {
@@ -197,22 +219,12 @@ fn jail_config(
         std::fs::File::create(path).map_err(|e| jail::JailError::io("create console", path, e))?;
         inside.console = Console::File(expose(path, ExposeMode::BindReadWrite));
     }
+    if let (Some(vsock), Some(fd)) = (&config.vsock, vsock_listener_fd) {
+        cfg.keep_fds.push(fd);
+        inside.vsock = Some(expose_vsock_dir(&mut cfg, vsock)?);
+    }
     attach_taps(&mut cfg, &mut inside)?;
     Ok((cfg, inside))
-}
-
-/// The jail's network namespace cannot see the host's taps: attach each one here, in the
-/// host's namespace, and hand the descriptor to the jailed VMM (kept across its fd cleanup).
-fn attach_taps(cfg: &mut JailConfig, inside: &mut VmConfig) -> Result<(), jail::JailError> {
-    use std::os::fd::IntoRawFd;
-    for net in &mut inside.net {
-        let tap = condo_vmm::net::Tap::open(&net.tap)
-            .map_err(|e| jail::JailError::InvalidConfig(format!("--net tap={}: {e}", net.tap)))?;
-        let fd = tap.into_fd().into_raw_fd();
-        cfg.keep_fds.push(fd);
-        net.tap_fd = Some(fd);
-    }
-    Ok(())
 }
 
 /// A read-only disk stays the operator's: the jailed VMM (uid `uid`, gid the same) must be
@@ -234,6 +246,65 @@ fn check_readable_by(path: &Path, uid: u32) -> Result<(), jail::JailError> {
         path.display(),
         mode & 0o7777
     )))
+}
+
+/// Where the vsock socket's directory appears inside the jail (host paths under /run cannot
+/// keep their name: the jail's /run is the VMM's own).
+const VSOCK_DIR_INSIDE: &str = "/vsock";
+
+/// Binds the vsock device's listening socket at the operator's path, as root on the host,
+/// mode 0600: only root (condo's CLI) connects to it; other tenants' uids cannot.
+fn bind_vsock_listener(config: &VmConfig) -> Result<Option<UnixListener>, String> {
+    let Some(vsock) = &config.vsock else {
+        return Ok(None);
+    };
+    let path = &vsock.uds_path;
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("vsock socket {}: {e}", path.display()))?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(format!("vsock socket {}: chmod 600: {e}", path.display()));
+    }
+    Ok(Some(listener))
+}
+
+/// Exposes the socket's directory read-only inside the jail, so that guest-initiated
+/// connections reach the host's `<uds>_<port>` listeners; returns the vsock configuration as
+/// the VMM sees it.
+fn expose_vsock_dir(
+    cfg: &mut JailConfig,
+    vsock: &VsockConfig,
+) -> Result<VsockConfig, jail::JailError> {
+    let given = std::path::absolute(&vsock.uds_path).unwrap_or_else(|_| vsock.uds_path.clone());
+    let (Some(dir), Some(name)) = (given.parent(), given.file_name()) else {
+        return Err(jail::JailError::InvalidConfig(format!(
+            "vsock uds {}: no directory or file name",
+            vsock.uds_path.display()
+        )));
+    };
+    cfg.files.push(ExposedFile {
+        source: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        inside: PathBuf::from(VSOCK_DIR_INSIDE),
+        mode: ExposeMode::BindDirReadOnly,
+    });
+    Ok(VsockConfig {
+        guest_cid: vsock.guest_cid,
+        uds_path: Path::new(VSOCK_DIR_INSIDE).join(name),
+    })
+}
+
+/// The jail's network namespace cannot see the host's taps: attach each one here, in the
+/// host's namespace, and hand the descriptor to the jailed VMM (kept across its fd cleanup).
+fn attach_taps(cfg: &mut JailConfig, inside: &mut VmConfig) -> Result<(), jail::JailError> {
+    use std::os::fd::IntoRawFd;
+    for net in &mut inside.net {
+        let tap = condo_vmm::net::Tap::open(&net.tap)
+            .map_err(|e| jail::JailError::InvalidConfig(format!("--net tap={}: {e}", net.tap)))?;
+        let fd = tap.into_fd().into_raw_fd();
+        cfg.keep_fds.push(fd);
+        net.tap_fd = Some(fd);
+    }
+    Ok(())
 }
 
 fn report_signal(sig: i32) {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use condo_vmm::config::{Console, DiskConfig, VmConfig, DEFAULT_CMDLINE};
+use condo_vmm::config::{Console, DiskConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use condo_vmm::host::pvm_override_set;
 use condo_vmm::net::NetConfig;
 use condo_vmm::{run_vm, RunOptions};
@@ -16,8 +16,9 @@ const EXIT_CANNOT_START: i32 = 1;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console, disks: [{path, read_only}]); the flags below are then not allowed.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "net"])]
+    /// console, disks: [{path, read_only}], net: [{tap, mac}], vsock: {guest_cid, uds_path});
+    /// the flags below are then not allowed.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "net", "vsock"])]
     config: Option<PathBuf>,
     /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -37,13 +38,18 @@ pub struct RunArgs {
     /// Serial console: stdout (stdin feeds the guest) or a file path.
     #[arg(long, value_name = "stdout|PATH", default_value = "stdout")]
     console: Console,
-    /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
-    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
-    net: Vec<NetConfig>,
     /// A virtio-blk disk from a raw image file, read-only with `,ro`; repeat for more
     /// (/dev/vda, /dev/vdb, ... in the guest, in this order).
     #[arg(long, value_name = "PATH[,ro]")]
     disk: Vec<DiskConfig>,
+    /// virtio-vsock device: the guest's CID (>= 3) and the host Unix socket to create
+    /// (`CONNECT <port>` on it reaches the guest's port; guest connections to port P go to
+    /// PATH_P).
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    vsock: Option<VsockConfig>,
+    /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    net: Vec<NetConfig>,
     #[command(flatten)]
     jail: super::vm_jail::JailArgs,
 }
@@ -60,8 +66,9 @@ impl RunArgs {
             vcpus: self.vcpus,
             memory_mib: self.memory,
             console: self.console,
-            net: self.net,
             disks: self.disk,
+            vsock: self.vsock,
+            net: self.net,
         })
     }
 }
@@ -80,6 +87,7 @@ pub fn run(mut args: RunArgs) -> i32 {
         thread_hook: None,
         allow_pvm_linux: pvm_override_set(),
         checked_outside: false,
+        ..Default::default()
     };
     super::vm_jail::run(config, options, &jail, boot)
 }

@@ -47,6 +47,9 @@ pub enum ExposeMode {
     BindReadOnly,
     /// Bind-mounted read-write (the tenant's own disks); the source is handed to the tenant uid.
     BindReadWrite,
+    /// A directory bind-mounted read-only (the vsock socket's directory, where host listeners
+    /// for guest-initiated connections live as `<uds>_<port>`).
+    BindDirReadOnly,
 }
 
 /// One host file the VMM needs.

@@ -117,6 +117,22 @@ fn build(cfg: &JailConfig, sys: &dyn JailSys, prepared: &mut Prepared) -> Result
         make_parents(sys, &root, &target)?;
         match file.mode {
             ExposeMode::LinkOrCopy => link_or_copy(cfg, sys, &file.source, &target)?,
+            ExposeMode::BindDirReadOnly => {
+                step(
+                    "read jail directory",
+                    &file.source,
+                    sys.file_mode(&file.source),
+                )?;
+                if sys.file_mode(&target).is_err() {
+                    let placeholder = sys.create_dir(&target, 0o755);
+                    step("create bind mount point", &target, placeholder)?;
+                }
+                prepared.bind_mounts.push(BindMount {
+                    source: file.source.clone(),
+                    target,
+                    read_only: true,
+                });
+            }
             ExposeMode::BindReadOnly | ExposeMode::BindReadWrite => {
                 let read_only = file.mode == ExposeMode::BindReadOnly;
                 step("read jail file", &file.source, sys.file_mode(&file.source))?;

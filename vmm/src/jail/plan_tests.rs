@@ -244,3 +244,34 @@ fn a_bad_config_creates_nothing() {
     assert!(prepare(&cfg, &sys).is_err());
     assert!(sys.calls().is_empty());
 }
+
+#[test]
+fn a_directory_is_bound_read_only_on_a_directory_mount_point() {
+    let sys = host().with_file("/run/condo/t", 0o755);
+    let mut cfg = config(CgroupPolicy::Disabled);
+    cfg.files = vec![ExposedFile {
+        source: "/run/condo/t".into(),
+        inside: "/vsock".into(),
+        mode: ExposeMode::BindDirReadOnly,
+    }];
+    let prepared = prepare(&cfg, &sys).unwrap();
+    let calls = sys.calls();
+    assert!(
+        calls.contains(&"mkdir /srv/j/acme/root/vsock 755".to_owned()),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("chown /run/condo")),
+        "{calls:#?}"
+    );
+    assert_eq!(prepared.bind_mounts.len(), 1);
+    assert!(prepared.bind_mounts[0].read_only);
+    assert_eq!(
+        prepared.bind_mounts[0].source,
+        std::path::Path::new("/run/condo/t")
+    );
+    // A missing directory fails the preparation and leaves nothing behind.
+    let sys = host();
+    assert!(prepare(&cfg, &sys).is_err());
+    assert!(made_under(&sys, "/srv/j/acme").is_empty());
+}
