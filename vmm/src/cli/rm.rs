@@ -60,5 +60,7 @@ fn remove_one(name: &str, tenant: Option<&str>, force: bool) -> Result<()> {
         }
     }
     ContainerRecord::remove(&tenant, name);
+    // Its published ports go with it.
+    condo_vmm::tenant::net::publish(&tenant, name, &[])?;
     Ok(())
 }

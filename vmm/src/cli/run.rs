@@ -67,6 +67,14 @@ pub struct RunArgs {
     /// Guest kernel of a tenant this run creates (default $CONDO_KERNEL).
     #[arg(long, value_name = "PATH")]
     kernel: Option<std::path::PathBuf>,
+    /// The container's network: own (a network namespace of its own, loopback only) or vm
+    /// (share the VM's eth0: what published ports reach).
+    #[arg(long, value_name = "own|vm", default_value = "own", value_parser = ["own", "vm"])]
+    network: String,
+    /// Publish the container's PORT on the host's HOSTPORT (repeatable; needs --network vm;
+    /// a tenant this run creates gets a network).
+    #[arg(short = 'p', long = "publish", value_name = "HOSTPORT:PORT[/tcp|udp]")]
+    publish: Vec<condo_vmm::net::PortSpec>,
     /// Image: name[:tag] or digest (prefix) in the store.
     image: String,
     /// Command and arguments (default: the image's entrypoint and cmd).
@@ -83,6 +91,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None => generated_name(),
     };
     condo_protocol::validate_id("container name", &name)?;
+    if !args.publish.is_empty() && args.network != "vm" {
+        bail!(
+            "-p needs --network vm: published ports reach the VM's address, and a container \
+             with a network namespace of its own is not forwarded to yet"
+        );
+    }
     let image = image_ref::resolve(&args.image)?;
     let spec = build_spec(&args, &image, &name)?;
     ensure_name_free(&name)?;
@@ -117,6 +131,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ContainerRecord::remove(&tenant, &name);
         return Err(tenant.agent_error(err)).context(format!("cannot start container {name:?}"));
     }
+    if let Err(err) = condo_vmm::tenant::net::publish(&tenant, &name, &args.publish) {
+        let _ = client.delete(&name, true);
+        ContainerRecord::remove(&tenant, &name);
+        return Err(err).context(format!("cannot publish the ports of container {name:?}"));
+    }
     if args.detach {
         println!("{name}");
         return Ok(0);
@@ -128,6 +147,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .delete(&name, true)
             .map_err(|err| tenant.agent_error(err))?;
         ContainerRecord::remove(&tenant, &name);
+        condo_vmm::tenant::net::publish(&tenant, &name, &[])?;
     }
     Ok(exit_code(&status))
 }
@@ -177,6 +197,8 @@ fn tenant_for(args: &RunArgs, image: &ResolvedImage) -> Result<Tenant> {
                 memory: args.tenant_memory.clone(),
                 kernel: args.kernel.clone(),
                 images: Vec::new(),
+                net: !args.publish.is_empty(),
+                dns: None,
             };
             let mut config = shape.config(&args.tenant, None)?;
             if !config
@@ -295,6 +317,7 @@ fn build_spec(
         cap_drop_all: args.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL")),
         memory_limit,
         pids_limit: args.pids_limit,
+        host_network: args.network == "vm",
         ..SpecOptions::default()
     };
     let mut spec = default_spec(&options)?;

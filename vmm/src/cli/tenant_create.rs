@@ -39,6 +39,25 @@ pub struct TenantShape {
     /// Images to attach (repeatable); `condo run` attaches its image to a tenant it creates.
     #[arg(long = "image", value_name = "REF")]
     pub images: Vec<String>,
+    /// Give the tenant a network: a tap on a routed /28 of 10.231.0.0/16, outbound NAT,
+    /// isolation from other tenants (vm isolation only).
+    #[arg(long)]
+    pub net: bool,
+    /// Name server for the tenant's guest (default: the host's first non-loopback one, else
+    /// 1.1.1.1).
+    #[arg(long, value_name = "IP", requires = "net")]
+    pub dns: Option<std::net::Ipv4Addr>,
+}
+
+/// The host's first non-loopback IPv4 name server, else 1.1.1.1.
+fn default_dns() -> std::net::Ipv4Addr {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<std::net::Ipv4Addr>().ok())
+        .find(|addr| !addr.is_loopback())
+        .unwrap_or(std::net::Ipv4Addr::new(1, 1, 1, 1))
 }
 
 impl TenantShape {
@@ -74,6 +93,10 @@ impl TenantShape {
             kernel: self.kernel.clone(),
             initrd: None,
             images,
+            net: self.net.then(|| tenant::net::TenantNet {
+                index: 0, // allocated when the tenant is made
+                dns: self.dns.unwrap_or_else(default_dns),
+            }),
             created_unix: now_unix(),
         })
     }

@@ -9,12 +9,18 @@ use super::{
 
 /// Creates and starts a tenant; returns once its agent answers a ping.
 pub fn create(config: &TenantConfig, ready_timeout: Duration) -> Result<Tenant> {
-    let tenant = make_run_dir(config)?;
-    let started = match config.isolation {
-        Isolation::Process => spawn_process_supervisor(&tenant).map(drop),
-        Isolation::Vm => super::spawn_vm::spawn_vm(&tenant).map(drop),
+    if config.net.is_some() && config.isolation != Isolation::Vm {
+        return Err(super::TenantError::Invalid(
+            "--net needs --isolation vm (a process tenant shares the host's network)".into(),
+        ));
     }
-    .and_then(|()| tenant.wait_ready(ready_timeout));
+    let tenant = make_run_dir(config)?;
+    let started = network_up(&tenant)
+        .and_then(|()| match config.isolation {
+            Isolation::Process => spawn_process_supervisor(&tenant).map(drop),
+            Isolation::Vm => super::spawn_vm::spawn_vm(&tenant).map(drop),
+        })
+        .and_then(|()| tenant.wait_ready(ready_timeout));
     match started {
         Ok(()) => Ok(tenant),
         Err(err) => {
@@ -28,4 +34,16 @@ pub fn create(config: &TenantConfig, ready_timeout: Duration) -> Result<Tenant> 
             Err(err)
         }
     }
+}
+
+/// Gives the tenant its network index (recorded in config.json) and makes its tap and rules.
+fn network_up(tenant: &Tenant) -> Result<()> {
+    let mut config = tenant.config()?;
+    let Some(net) = config.net.as_mut() else {
+        return Ok(());
+    };
+    net.index = super::net::allocate_index(&tenant.name)?;
+    let net = *net;
+    tenant.write_config(&config)?;
+    super::net::up(&net).map(drop)
 }

@@ -15,6 +15,7 @@
 
 mod create;
 mod initramfs;
+pub mod net;
 mod process;
 mod remove;
 mod spawn_vm;
@@ -92,6 +93,8 @@ pub enum TenantError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("tenant network: {0}")]
+    Net(#[from] crate::net::NetError),
 }
 
 pub type Result<T> = std::result::Result<T, TenantError>;
@@ -169,6 +172,9 @@ pub struct TenantConfig {
     /// Images, in disk order.
     #[serde(default)]
     pub images: Vec<AttachedImage>,
+    /// `vm`: the tenant's network (tap, address block, NAT, isolation), if it has one.
+    #[serde(default)]
+    pub net: Option<net::TenantNet>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
 }

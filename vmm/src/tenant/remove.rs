@@ -45,6 +45,10 @@ pub fn remove(tenant: &Tenant, force: bool) -> Result<()> {
     wait_for_tenant_processes(tenant)?;
     remove_container_cgroups(&tenant.path("agent/runtime"));
     remove_vmm_jail(&tenant.name);
+    if let Some(net) = config.as_ref().and_then(|c| c.net) {
+        // Every rule, port and the tap; the index is freed. Nothing there is not an error.
+        super::net::down(&tenant.name, &net)?;
+    }
     fs::remove_dir_all(&tenant.dir).map_err(io_error("cannot remove", &tenant.dir))
 }
 

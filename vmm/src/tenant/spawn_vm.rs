@@ -73,6 +73,18 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
             .arg("--disk")
             .arg(format!("{},ro", image.fs_path.display()));
     }
+    if let Some(net) = &config.net {
+        let addrs = net.addrs()?;
+        command
+            .arg("--net")
+            .arg(format!("tap={},mac={}", addrs.tap, addrs.guest_mac))
+            .arg("--cmdline")
+            .arg(format!(
+                "{} {}",
+                crate::config::DEFAULT_CMDLINE,
+                addrs.guest_cmdline(net.dns)
+            ));
+    }
     command.arg("--vsock").arg(format!(
         "cid={GUEST_CID},uds={}",
         tenant.path("vsock.sock").display()
