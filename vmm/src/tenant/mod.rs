@@ -8,7 +8,8 @@
 //! | `vsock.sock` | `vm`: the VMM's virtio-vsock socket (`CONNECT 1024` reaches the agent) |
 //! | `agent.sock` | `process`: the host agent's Unix socket |
 //! | `control.sock` | `vm`: the VMM's control socket (status, stop) |
-//! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`), bounded |
+//! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`) |
+//! | `vmm.log` | `vm`: the VMM's own messages (how it ended, jail errors) |
 //!
 //! There is no daemon: the CLI reads these files and talks to the supervisor. A pid file whose
 //! process is gone means the supervisor died: the tenant is reported `dead` and `rm` cleans up.
@@ -37,8 +38,6 @@ pub use spawn_vm::{default_kernel, spawn_vm, GUEST_CID};
 
 /// Longest tenant name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Bytes of console.log kept (the log is cut back to its tail when it grows past this).
-pub const CONSOLE_LOG_LIMIT: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -390,12 +389,20 @@ impl Tenant {
         })
     }
 
-    /// The last `lines` lines of console.log.
+    /// The last `lines` lines of console.log, then of vmm.log (the VMM's own messages).
     pub fn console_tail(&self, lines: usize) -> String {
-        let text = fs::read(self.path("console.log")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = |file: &str| {
+            let text = fs::read(self.path(file)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).replace('\r', "");
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        };
+        let vmm = tail("vmm.log");
+        if vmm.is_empty() {
+            tail("console.log")
+        } else {
+            format!("{}\n--- vmm.log ---\n{vmm}", tail("console.log"))
+        }
     }
 
     pub fn agent_error(&self, source: ClientError) -> TenantError {

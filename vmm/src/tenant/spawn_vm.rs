@@ -56,7 +56,9 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
 
     let exe =
         std::env::current_exe().map_err(io_error("cannot find condo's own binary", &tenant.dir))?;
-    let console = open_console(&tenant.path("console.log"))?;
+    // The VMM's own messages; the guest's console goes to console.log (made by the jail, which
+    // hands it to the VMM's uid).
+    let vmm_log = open_console(&tenant.path("vmm.log"))?;
     let mut command = Command::new(&exe);
     command
         .args(["vm", "run", "--kernel"])
@@ -92,11 +94,11 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
     command
         .stdin(Stdio::null())
         .stdout(
-            console
+            vmm_log
                 .try_clone()
-                .map_err(io_error("cannot duplicate", &tenant.path("console.log")))?,
+                .map_err(io_error("cannot duplicate", &tenant.path("vmm.log")))?,
         )
-        .stderr(console);
+        .stderr(vmm_log);
     // SAFETY: setsid() is async-signal-safe and touches only the child's own session: the
     // VMM must not die with the CLI's terminal or process group.
     unsafe {
