@@ -14,6 +14,8 @@ pub struct BootConfig {
     pub unix_socket: Option<PathBuf>,
     /// eth0's settings (`condo.net=ADDR/PREFIX,GW[,DNS]`), when the VM has a network.
     pub net: Option<super::net::NetBoot>,
+    /// The tenant's address block (`condo.net.block=ADDR/PREFIX`): containers' addresses.
+    pub net_block: Option<(std::net::Ipv4Addr, u8)>,
     /// Read-only image disks to mount at boot (`condo.disk=/dev/vda:/images/busybox`), each
     /// made writable by a tmpfs overlay: a container's rootfs.
     pub disks: Vec<DiskMount>,
@@ -33,6 +35,7 @@ impl Default for BootConfig {
             hostname: "condo".into(),
             unix_socket: None,
             net: None,
+            net_block: None,
             disks: Vec::new(),
         }
     }
@@ -81,6 +84,14 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                     param: "condo.net",
                     value: value.into(),
                     reason,
+                }),
+            },
+            "condo.net.block" => match super::container_net::parse_block(value) {
+                Some(block) => config.net_block = Some(block),
+                None => errors.push(CmdlineError {
+                    param: "condo.net.block",
+                    value: value.into(),
+                    reason: "not an aligned IPv4 block from /24 to /29",
                 }),
             },
             "condo.unix" => {

@@ -139,6 +139,12 @@ impl<B: ContainerBackend> Agent<B> {
         });
         match created {
             Ok((pid, pipes)) => {
+                // Its own network namespace gets a veth to the VM before it starts.
+                if let Err(err) = super::container_net::attach(&container_id, pid) {
+                    let _ = self.backend.delete(&container_id, true);
+                    let _ = fs::remove_dir_all(&bundle);
+                    return Err(internal(err.to_string()));
+                }
                 self.processes.register(init, pid, pipes)?;
                 if let (Some(watcher), Some(path)) =
                     (&self.oom_watcher, self.backend.memory_events(&container_id))
@@ -210,6 +216,7 @@ impl<B: ContainerBackend> Agent<B> {
     fn do_delete(&self, container_id: &str, force: bool) -> Handled {
         check_id("container_id", container_id)?;
         self.backend.delete(container_id, force)?;
+        super::container_net::detach(container_id);
         self.processes.remove_container(container_id);
         let bundle = self.bundle_dir.join(container_id);
         if let Err(err) = fs::remove_dir_all(&bundle) {

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cmdline;
+pub mod container_net;
 pub mod ctl;
 pub mod disks;
 mod events;

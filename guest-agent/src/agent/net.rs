@@ -169,21 +169,27 @@ struct RtEntry {
 
 const RTF_UP: libc::c_ushort = 0x0001;
 const RTF_GATEWAY: libc::c_ushort = 0x0002;
+const RTF_HOST: libc::c_ushort = 0x0004;
 
 /// Configures `iface` as `net` says, with `lo` up too.
 pub fn configure(iface: &str, net: &NetBoot) -> Result<(), NetSetupError> {
     bring_up("lo")?;
+    set_address(iface, net.addr, net.prefix)?;
+    bring_up(iface)?;
+    add_route(Ipv4Addr::UNSPECIFIED, 0, Some(net.gateway), None)
+}
+
+/// Gives `iface` address `addr/prefix`.
+pub fn set_address(iface: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetSetupError> {
     let sock = inet_socket().map_err(|source| NetSetupError {
         what: "socket for",
         iface: iface.into(),
         source,
     })?;
     let mut req = ifreq(iface)?;
-    req.ifr_ifru.ifru_addr = sockaddr_in(net.addr);
+    req.ifr_ifru.ifru_addr = sockaddr_in(addr);
     ioctl(&sock, libc::SIOCSIFADDR, &mut req, "SIOCSIFADDR", iface)?;
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(net.prefix))
-        .unwrap_or(0);
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
     req.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
     ioctl(
         &sock,
@@ -191,30 +197,55 @@ pub fn configure(iface: &str, net: &NetBoot) -> Result<(), NetSetupError> {
         &mut req,
         "SIOCSIFNETMASK",
         iface,
-    )?;
-    bring_up(iface)?;
+    )
+}
+
+/// Adds a route to `dst/prefix` via `gateway`, or on link `dev` when there is no gateway.
+pub fn add_route(
+    dst: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    dev: Option<&str>,
+) -> Result<(), NetSetupError> {
+    let shown = dev.unwrap_or("(default)").to_owned();
+    let sock = inet_socket().map_err(|source| NetSetupError {
+        what: "socket for a route on",
+        iface: shown.clone(),
+        source,
+    })?;
+    let mut dev_name: Vec<u8> = dev
+        .unwrap_or("")
+        .bytes()
+        .chain(std::iter::once(0))
+        .collect();
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let mut flags = RTF_UP;
+    if gateway.is_some() {
+        flags |= RTF_GATEWAY;
+    }
+    if prefix == 32 {
+        flags |= RTF_HOST;
+    }
     let mut route = RtEntry {
         rt_pad1: 0,
-        rt_dst: sockaddr_in(Ipv4Addr::UNSPECIFIED),
-        rt_gateway: sockaddr_in(net.gateway),
-        rt_genmask: sockaddr_in(Ipv4Addr::UNSPECIFIED),
-        rt_flags: RTF_UP | RTF_GATEWAY,
+        rt_dst: sockaddr_in(dst),
+        rt_gateway: sockaddr_in(gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        rt_genmask: sockaddr_in(Ipv4Addr::from(mask)),
+        rt_flags: flags,
         rt_pad2: 0,
         rt_pad3: 0,
         rt_pad4: std::ptr::null_mut(),
         rt_metric: 0,
-        rt_dev: std::ptr::null_mut(),
+        rt_dev: if dev.is_some() {
+            dev_name.as_mut_ptr().cast()
+        } else {
+            std::ptr::null_mut()
+        },
         rt_mtu: 0,
         rt_window: 0,
         rt_irtt: 0,
     };
-    ioctl(
-        &sock,
-        libc::SIOCADDRT,
-        &mut route,
-        "SIOCADDRT (default route)",
-        iface,
-    )
+    ioctl(&sock, libc::SIOCADDRT, &mut route, "SIOCADDRT", &shown)
 }
 
 /// Writes `resolv` (e.g. /etc/resolv.conf) naming `dns`.

@@ -196,6 +196,12 @@ fn run_as_init(start_ns: u64) -> ! {
             )),
             Err(err) => log(format_args!("{err}")),
         }
+        if let Some((block, prefix)) = config.net_block {
+            match agent::container_net::enable(block, prefix) {
+                Ok(()) => log(format_args!("containers' network: {block}/{prefix}")),
+                Err(err) => log(format_args!("cannot enable IP forwarding: {err}")),
+            }
+        }
         if let Some(dns) = net.dns {
             let resolv = std::path::Path::new("/etc/resolv.conf");
             if let Err(err) = condo_agent::agent::net::write_resolv_conf(resolv, dns) {
