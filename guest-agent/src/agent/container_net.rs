@@ -14,6 +14,8 @@ use std::sync::{Mutex, OnceLock};
 
 use super::net::{add_route, bring_up, set_address, NetSetupError};
 
+/// Spec annotation by which the host picks a container's address (it publishes ports to it).
+pub const ADDRESS_ANNOTATION: &str = "dev.condo.network.address";
 /// The VM's end of every container veth.
 pub const LINK_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// First and last offsets of container addresses in the block (base+1..3 are the link's).
@@ -53,9 +55,14 @@ fn net_ns_of(pid: i32) -> io::Result<std::fs::File> {
 }
 
 /// Gives container `id` (its init is `pid`) a routed veth when it has a network namespace of
-/// its own; returns its address. Nothing to do (None) when networking is off or the container
-/// shares the VM's network.
-pub fn attach(id: &str, pid: i32) -> Result<Option<Ipv4Addr>, NetSetupError> {
+/// its own; returns its address: `requested` (from the host, which counts up from the block's
+/// first container address) or the highest free one. Nothing to do (None) when networking is
+/// off or the container shares the VM's network.
+pub fn attach(
+    id: &str,
+    pid: i32,
+    requested: Option<Ipv4Addr>,
+) -> Result<Option<Ipv4Addr>, NetSetupError> {
     let Some(net) = CONTAINER_NET.get() else {
         return Ok(None);
     };
@@ -71,13 +78,23 @@ pub fn attach(id: &str, pid: i32) -> Result<Option<Ipv4Addr>, NetSetupError> {
     }
     let offset = {
         let mut taken = net.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let free = (FIRST..net.size - 1).find(|o| !taken.values().any(|t| t == o));
-        let offset = free.ok_or_else(|| {
-            err(
-                "address",
-                io::Error::other("no free address in the tenant's block"),
-            )
-        })?;
+        let is_free = |o: &u32| !taken.values().any(|t| t == o);
+        let offset = match requested {
+            Some(addr) => {
+                let offset = u32::from(addr).wrapping_sub(u32::from(net.block));
+                if !(FIRST..net.size - 1).contains(&offset) || !is_free(&offset) {
+                    let why = format!("{addr} is not a free container address of the block");
+                    return Err(err("address", io::Error::other(why)));
+                }
+                offset
+            }
+            None => (FIRST..net.size - 1).rev().find(is_free).ok_or_else(|| {
+                err(
+                    "address",
+                    io::Error::other("no free address in the tenant's block"),
+                )
+            })?,
+        };
         taken.insert(id.to_owned(), offset);
         offset
     };

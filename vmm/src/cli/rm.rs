@@ -61,6 +61,7 @@ fn remove_one(name: &str, tenant: Option<&str>, force: bool) -> Result<()> {
     }
     ContainerRecord::remove(&tenant, name);
     // Its published ports go with it.
-    condo_vmm::tenant::net::publish(&tenant, name, &[])?;
+    condo_vmm::tenant::net::publish(&tenant, name, &[], None)?;
+    condo_vmm::tenant::net::release_address(&tenant, name)?;
     Ok(())
 }

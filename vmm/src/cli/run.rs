@@ -91,18 +91,45 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None => generated_name(),
     };
     condo_protocol::validate_id("container name", &name)?;
-    if !args.publish.is_empty() && args.network != "vm" {
-        bail!(
-            "-p needs --network vm: published ports reach the VM's address, and a container \
-             with a network namespace of its own is not forwarded to yet"
-        );
-    }
     let image = image_ref::resolve(&args.image)?;
-    let spec = build_spec(&args, &image, &name)?;
+    let mut spec = build_spec(&args, &image, &name)?;
     ensure_name_free(&name)?;
     let tenant = tenant_for(&args, &image)?;
-    let attached = attached_image(&tenant, &image, &args.image)?;
-    let rootfs = mount_image(&tenant, &attached)?;
+    // A network namespace of its own in a tenant with a network: condo picks its address
+    // (published ports go there) and the agent gives it a veth to the VM.
+    let own_address = match args.network.as_str() {
+        "own" => condo_vmm::tenant::net::assign_address(&tenant, &name)?,
+        _ => None,
+    };
+    if let Some(addr) = own_address {
+        let mut annotations: HashMap<String, String> =
+            spec.annotations().clone().unwrap_or_default();
+        annotations.insert(
+            condo_vmm::tenant::net::ADDRESS_ANNOTATION.to_owned(),
+            addr.to_string(),
+        );
+        spec.set_annotations(Some(annotations));
+    }
+    let created = create_and_start(&args, &tenant, &name, spec, &image, own_address);
+    if created.is_err() {
+        let _ = condo_vmm::tenant::net::release_address(&tenant, &name);
+    }
+    let client = created?;
+    finish(&args, &tenant, &name, client)
+}
+
+/// Creates, starts and publishes the container; on failure nothing of it is left.
+fn create_and_start(
+    args: &RunArgs,
+    tenant: &Tenant,
+    name: &str,
+    spec: oci_spec::runtime::Spec,
+    image: &ResolvedImage,
+    own_address: Option<std::net::Ipv4Addr>,
+) -> Result<condo_protocol::Client<std::os::unix::net::UnixStream>> {
+    let name = name.to_owned();
+    let attached = attached_image(tenant, image, &args.image)?;
+    let rootfs = mount_image(tenant, &attached)?;
     let record = ContainerRecord {
         name: name.clone(),
         tenant: tenant.name.clone(),
@@ -111,7 +138,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         process: spec.process().clone().unwrap_or_default(),
         created_unix: now_unix(),
     };
-    let mut client = agent(&tenant)?;
+    let mut client = agent(tenant)?;
     client
         .create(CreateContainer {
             container_id: name.clone(),
@@ -125,29 +152,41 @@ pub fn run(args: RunArgs) -> Result<i32> {
         })
         .map_err(|err| tenant.agent_error(err))
         .with_context(|| format!("cannot create container {name:?}"))?;
-    record.save(&tenant)?;
+    record.save(tenant)?;
     if let Err(err) = client.start(&name) {
         let _ = client.delete(&name, true);
-        ContainerRecord::remove(&tenant, &name);
+        ContainerRecord::remove(tenant, &name);
         return Err(tenant.agent_error(err)).context(format!("cannot start container {name:?}"));
     }
-    if let Err(err) = condo_vmm::tenant::net::publish(&tenant, &name, &args.publish) {
+    if let Err(err) = condo_vmm::tenant::net::publish(tenant, &name, &args.publish, own_address) {
         let _ = client.delete(&name, true);
-        ContainerRecord::remove(&tenant, &name);
+        ContainerRecord::remove(tenant, &name);
         return Err(err).context(format!("cannot publish the ports of container {name:?}"));
     }
+    Ok(client)
+}
+
+/// Detached: prints the name; else waits for the container (and removes it with --rm).
+fn finish(
+    args: &RunArgs,
+    tenant: &Tenant,
+    name: &str,
+    mut client: condo_protocol::Client<std::os::unix::net::UnixStream>,
+) -> Result<i32> {
+    let name = name.to_owned();
     if args.detach {
         println!("{name}");
         return Ok(0);
     }
     let init = ProcessRef::init(&name);
-    let status = attach_and_wait(&tenant, &init, true, true, args.interactive)?;
+    let status = attach_and_wait(tenant, &init, true, true, args.interactive)?;
     if args.rm {
         client
             .delete(&name, true)
             .map_err(|err| tenant.agent_error(err))?;
-        ContainerRecord::remove(&tenant, &name);
-        condo_vmm::tenant::net::publish(&tenant, &name, &[])?;
+        ContainerRecord::remove(tenant, &name);
+        condo_vmm::tenant::net::publish(tenant, &name, &[], None)?;
+        condo_vmm::tenant::net::release_address(tenant, &name)?;
     }
     Ok(exit_code(&status))
 }

@@ -37,7 +37,14 @@ pub struct PortRecord {
     pub container: String,
     /// `HOSTPORT:PORT/PROTO`.
     pub spec: String,
+    /// Where it goes: the container's own address, or (none) the guest's.
+    #[serde(default)]
+    pub target: Option<Ipv4Addr>,
 }
+
+/// Spec annotation by which condo picks the address of a container with a network namespace
+/// of its own (the agent's `container_net::ADDRESS_ANNOTATION`).
+pub const ADDRESS_ANNOTATION: &str = "dev.condo.network.address";
 
 fn indexes_file() -> std::path::PathBuf {
     run_root().join("net-indexes")
@@ -82,9 +89,15 @@ fn read_ports(tenant: &Tenant) -> Result<Vec<PortRecord>> {
     }
 }
 
-/// Makes `specs` the published ports of `container` (none: unpublish it), to the guest's
-/// address (the container shares the VM's network), and rebuilds the host's rules.
-pub fn publish(tenant: &Tenant, container: &str, specs: &[PortSpec]) -> Result<()> {
+/// Makes `specs` the published ports of `container` (none: unpublish it), to `target` (the
+/// container's own address) or the guest's (it shares the VM's network), and rebuilds the
+/// host's rules.
+pub fn publish(
+    tenant: &Tenant,
+    container: &str,
+    specs: &[PortSpec],
+    target: Option<Ipv4Addr>,
+) -> Result<()> {
     let config = tenant.config()?;
     let Some(net) = config.net else {
         if specs.is_empty() {
@@ -101,18 +114,73 @@ pub fn publish(tenant: &Tenant, container: &str, specs: &[PortSpec]) -> Result<(
     records.extend(specs.iter().map(|spec| PortRecord {
         container: container.to_owned(),
         spec: spec.to_string(),
+        target,
     }));
     let published = records
         .iter()
         .map(|r| {
             Ok(Published {
                 spec: r.spec.parse()?,
-                target: addrs.guest,
+                target: r.target.unwrap_or(addrs.guest),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     NetHost::host().set_ports(&addrs, &published)?;
     let path = tenant.path("ports.json");
     let text = serde_json::to_string_pretty(&records).unwrap_or_default();
+    std::fs::write(&path, text).map_err(io_error("cannot write", &path))
+}
+
+/// The address of `container` (network namespace of its own) in a tenant with a network: the
+/// lowest free container address, kept in `addresses.json` until [`release_address`]. The
+/// agent hands out addresses it is not told from the top of the block, so they do not meet.
+pub fn assign_address(tenant: &Tenant, container: &str) -> Result<Option<Ipv4Addr>> {
+    let Some(net) = tenant.config()?.net else {
+        return Ok(None);
+    };
+    let addrs = net.addrs()?;
+    let mut taken = read_addresses(tenant)?;
+    let free = (0..)
+        .map_while(|n| addrs.container(n).ok())
+        .find(|a| !taken.values().any(|t| t == a));
+    let addr = free.ok_or_else(|| {
+        TenantError::Invalid(format!(
+            "tenant {:?}: no free container address in {}",
+            tenant.name,
+            addrs.block_cidr()
+        ))
+    })?;
+    taken.insert(container.to_owned(), addr);
+    write_addresses(tenant, &taken)?;
+    Ok(Some(addr))
+}
+
+/// Frees `container`'s address.
+pub fn release_address(tenant: &Tenant, container: &str) -> Result<()> {
+    let mut taken = read_addresses(tenant)?;
+    if taken.remove(container).is_some() {
+        write_addresses(tenant, &taken)?;
+    }
+    Ok(())
+}
+
+type Addresses = std::collections::BTreeMap<String, Ipv4Addr>;
+
+fn read_addresses(tenant: &Tenant) -> Result<Addresses> {
+    let path = tenant.path("addresses.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|source| TenantError::BadConfig {
+            name: tenant.name.clone(),
+            path,
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Addresses::new()),
+        Err(e) => Err(io_error("cannot read", &path)(e)),
+    }
+}
+
+fn write_addresses(tenant: &Tenant, taken: &Addresses) -> Result<()> {
+    let path = tenant.path("addresses.json");
+    let text = serde_json::to_string_pretty(taken).unwrap_or_default();
     std::fs::write(&path, text).map_err(io_error("cannot write", &path))
 }
