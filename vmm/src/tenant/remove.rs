@@ -44,7 +44,12 @@ pub fn remove(tenant: &Tenant, force: bool) -> Result<()> {
     }
     wait_for_tenant_processes(tenant)?;
     remove_container_cgroups(&tenant.path("agent/runtime"));
-    remove_vmm_jail(&tenant.name);
+    if config
+        .as_ref()
+        .is_some_and(|c| c.isolation == Isolation::Vm)
+    {
+        remove_vmm_jail(&tenant.name);
+    }
     fs::remove_dir_all(&tenant.dir).map_err(io_error("cannot remove", &tenant.dir))
 }
 
