@@ -61,7 +61,15 @@ fn stop_supervisor(tenant: &Tenant, pid: i32, isolation: Isolation) -> Result<()
         Isolation::Process => Signal::SIGKILL,
         Isolation::Vm => Signal::SIGTERM,
     };
-    let _ = kill(pid, first);
+    // A VMM is asked through its control socket first (an orderly stop, served by its event
+    // loop); SIGTERM does the same when the socket does not answer.
+    let asked = isolation == Isolation::Vm
+        && tenant
+            .control("stop", Duration::from_secs(2))
+            .is_ok_and(|reply| reply.contains("stopping"));
+    if !asked {
+        let _ = kill(pid, first);
+    }
     let deadline = Instant::now() + VMM_STOP_GRACE;
     while tenant.liveness() == Liveness::Running && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -75,6 +75,7 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
             .arg("--disk")
             .arg(format!("{},ro", image.fs_path.display()));
     }
+    command.arg("--control").arg(tenant.path("control.sock"));
     command.arg("--vsock").arg(format!(
         "cid={GUEST_CID},uds={}",
         tenant.path("vsock.sock").display()
