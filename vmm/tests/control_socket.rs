@@ -32,7 +32,7 @@ fn status_then_stop() {
     let dir = scratch_dir("control-socket");
     let socket = dir.join("control.sock");
     let _ = std::fs::remove_file(&socket);
-    let mut child = condo()
+    let child = condo()
         .args(["vm", "run", "--kernel"])
         .arg(payload("echo_input"))
         .args(["--memory", "64", "--vcpus", "2", "--console"])
