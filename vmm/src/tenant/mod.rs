@@ -83,11 +83,11 @@ pub enum TenantError {
         #[source]
         source: io::Error,
     },
-    #[error("agent of tenant {name:?}: {source}")]
+    /// The message holds the agent's error (not chained as a source: it would print twice).
+    #[error("agent of tenant {name:?}: {error}")]
     Agent {
         name: String,
-        #[source]
-        source: Box<ClientError>,
+        error: Box<ClientError>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -419,7 +419,7 @@ impl Tenant {
     pub fn agent_error(&self, source: ClientError) -> TenantError {
         TenantError::Agent {
             name: self.name.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 }
