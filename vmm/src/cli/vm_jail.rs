@@ -119,7 +119,10 @@ pub fn run(
             return EXIT_CANNOT_START;
         }
     };
-    let (cfg, inside) = jailed;
+    let (mut cfg, inside) = jailed;
+    if let Some(fd) = options.control_listener_fd {
+        cfg.keep_fds.push(fd);
+    }
     let outcome = jail::run_jailed(&cfg, &RealSys, || boot(&inside, &options));
     remove_vsock_socket();
     let started = !matches!(outcome, Ok(JailExit::Exited(EXIT_CANNOT_START)) | Err(_));

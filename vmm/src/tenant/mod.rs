@@ -7,7 +7,7 @@
 //! | `vmm.pid` | pid of the supervisor: the VMM (`vm`) or the host agent (`process`) |
 //! | `vsock.sock` | `vm`: the VMM's virtio-vsock socket (`CONNECT 1024` reaches the agent) |
 //! | `agent.sock` | `process`: the host agent's Unix socket |
-//! | `control.sock` | `vm`: the VMM's control socket (status, stop) |
+//! | `control.sock` | `vm`: the VMM's control socket (`status`, `stop`; see `condo_vmm::control`) |
 //! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`) |
 //! | `vmm.log` | `vm`: the VMM's own messages (how it ended, jail errors) |
 //!
@@ -84,11 +84,11 @@ pub enum TenantError {
         #[source]
         source: io::Error,
     },
-    #[error("agent of tenant {name:?}: {source}")]
+    /// The message holds the agent's error (not chained as a source: it would print twice).
+    #[error("agent of tenant {name:?}: {error}")]
     Agent {
         name: String,
-        #[source]
-        source: Box<ClientError>,
+        error: Box<ClientError>,
     },
     #[error("{0}")]
     Invalid(String),
@@ -338,6 +338,23 @@ impl Tenant {
             .any(|arg| String::from_utf8_lossy(arg).contains(&prefix))
     }
 
+    /// Sends one request (`status`, `stop`) to the VMM's control socket; returns its JSON line.
+    pub fn control(&self, request: &str, timeout: Duration) -> Result<String> {
+        use std::io::{BufRead, Write};
+        let path = self.path("control.sock");
+        let mut stream =
+            UnixStream::connect(&path).map_err(io_error("cannot connect to", &path))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.write_all(format!("{request}\n").as_bytes()))
+            .map_err(io_error("cannot send to", &path))?;
+        let mut line = String::new();
+        io::BufReader::new(stream)
+            .read_line(&mut line)
+            .map_err(io_error("no answer from", &path))?;
+        Ok(line.trim_end().to_owned())
+    }
+
     /// Connects to the tenant's agent.
     pub fn connect(&self, timeout: Duration) -> Result<Client<UnixStream>> {
         let config = self.config()?;
@@ -408,7 +425,7 @@ impl Tenant {
     pub fn agent_error(&self, source: ClientError) -> TenantError {
         TenantError::Agent {
             name: self.name.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 }

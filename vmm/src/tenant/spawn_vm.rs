@@ -87,6 +87,7 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
                 addrs.guest_cmdline(net.dns)
             ));
     }
+    command.arg("--control").arg(tenant.path("control.sock"));
     command.arg("--vsock").arg(format!(
         "cid={GUEST_CID},uds={}",
         tenant.path("vsock.sock").display()
