@@ -8,9 +8,9 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::disk::DiskFile;
-use super::features::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
+use super::features::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use super::request;
-use super::QUEUE_SIZE;
+use super::{QUEUE_SIZE, SEG_MAX};
 use crate::devices::virtio::{
     read_config_bytes, ActivateContext, ActivateError, Interrupt, VirtioDevice, TYPE_BLOCK,
     VIRTIO_F_VERSION_1,
@@ -30,7 +30,9 @@ struct Active {
 /// A virtio-blk device for one disk.
 pub struct Block {
     disk: DiskFile,
-    config: [u8; 8],
+    /// `struct virtio_blk_config` up to seg_max: capacity (sectors), size_max (0: not
+    /// offered), seg_max.
+    config: [u8; 16],
     queue_evts: [EventFd; 1],
     active: Option<Active>,
     /// The guest broke the queue (e.g. an available index that jumped); nothing more is
@@ -50,7 +52,9 @@ pub struct QueueRun {
 impl Block {
     /// A device serving `disk`.
     pub fn new(disk: DiskFile) -> std::io::Result<Self> {
-        let config = disk.sectors().to_le_bytes();
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&disk.sectors().to_le_bytes());
+        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
         Ok(Self {
             disk,
             config,
@@ -102,10 +106,13 @@ impl Block {
     }
 }
 
-/// The queue loop. Err: the guest broke the queue (rings unreadable, bad available index).
+/// The queue loop. Err: the guest broke the queue (rings unreadable, bad available index,
+/// rings laid over each other so that the available index moves with our own writes).
 fn drain(active: &mut Active, disk: &DiskFile, run: &mut QueueRun) -> Result<(), ()> {
     let Active { mem, queue, .. } = active;
+    let mut first_round = true;
     loop {
+        let before = run.completed;
         queue.disable_notification(mem).map_err(drop)?;
         loop {
             if run.completed >= MAX_CHAINS_PER_RUN {
@@ -125,6 +132,13 @@ fn drain(active: &mut Active, disk: &DiskFile, run: &mut QueueRun) -> Result<(),
         if !queue.enable_notification(mem).map_err(drop)? {
             return Ok(());
         }
+        // More arrived: the next round must take a chain. A round after the first that took
+        // none although the available index says "more" (an unreadable ring entry, or a used
+        // ring laid over the available index so our own writes move it) would spin forever.
+        if !first_round && run.completed == before {
+            return Err(());
+        }
+        first_round = false;
     }
 }
 
@@ -144,7 +158,9 @@ impl VirtioDevice for Block {
     fn avail_features(&self) -> u64 {
         let mut features = (1u64 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_BLK_F_FLUSH)
-            | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX);
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX)
+            | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC);
         if self.disk.read_only() {
             features |= 1 << VIRTIO_BLK_F_RO;
         }

@@ -16,11 +16,17 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const SECTOR_SHIFT: u32 = 9;
 /// Size of the one request queue.
 pub const QUEUE_SIZE: u16 = 256;
+/// Data segments a request may have (seg_max): without it Linux sends one segment (one page
+/// for O_DIRECT user buffers) per request. With indirect descriptors a request takes one
+/// ring slot whatever its segment count.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Length of the GET_ID answer (VIRTIO_BLK_ID_BYTES).
 pub const ID_BYTES: usize = 20;
 
 /// Feature bits (virtio 1.x, 5.2.3).
 pub mod features {
+    /// The config space's seg_max says how many data segments a request may have.
+    pub const VIRTIO_BLK_F_SEG_MAX: u32 = 2;
     /// The disk is read-only.
     pub const VIRTIO_BLK_F_RO: u32 = 5;
     /// The device supports the FLUSH command.
