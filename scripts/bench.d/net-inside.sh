@@ -87,9 +87,55 @@ one_run() { # NAME
                         n, mib, w, mib * 1.048576 / w, (l1 - l0) / 100 / w, (v1 - v0) / 100 / w }'
 }
 
+# measure NAME HOST_PORT PID: one transfer to HOST_PORT on the host's own address; prints a line.
+measure() {
+    i=0
+    until echo | nc "$GW" "$2" 2>/dev/null; do
+        i=$((i + 1)); [ $i -lt 100 ] || fail "$1: published port $2 never answered"
+        sleep 0.2
+    done
+    set -- "$1" "$2" $(cpu_ticks "$3")
+    start=$(cut -d' ' -f1 /proc/uptime)
+    dd if=/dev/zero bs=65536 count=$((MIB * 16)) 2>/dev/null | nc "$GW" "$2" || fail "$1: transfer failed"
+    end=$(cut -d' ' -f1 /proc/uptime)
+    set -- "$@" $(cpu_ticks "$pid")
+    awk -v n="$1" -v mib="$MIB" -v s="$start" -v e="$end" -v l0="$3" -v v0="$4" -v l1="$5" -v v1="$6" \
+        'BEGIN { w = e - s; if (w <= 0) w = 0.01;
+                 printf "bench-net: vmm=%s mib=%d secs=%.2f mbps=%.1f loop_core=%.3f vcpu_core=%.3f\n",
+                        n, mib, w, mib * 1.048576 / w, (l1 - l0) / 100 / w, (v1 - v0) / 100 / w }'
+}
+
 r=0
 while [ $r -lt "$RUNS" ]; do
     one_run condo
     one_run qemu
+    r=$((r + 1))
+done
+
+# The same through the CLI to a container with its own network namespace. Its nc's stdin
+# stays open (a fifo held read-write): at EOF busybox nc half-closes, and the sender would
+# stop early.
+"$CONDO" net down --index 1
+export CONDO_RUN_DIR="$T/run" CONDO_STATE_DIR="$T/state" CONDO_CACHE="$T/cache"
+export CONDO_KERNEL="$CONDO_KERNEL_DIR/vmlinux" CONDO_AGENT=/condo/bin/condo-agent
+rootfs=$T/rootfs
+mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/etc" "$rootfs/tmp"
+cp /bin/busybox "$rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do
+    [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+done
+"$CONDO" image import "$rootfs" --name busybox >/dev/null 2>&1 || fail "image import"
+trap '"$CONDO" tenant rm --force benchnet >/dev/null 2>&1' EXIT
+"$CONDO" tenant create --net --image busybox --memory 256m benchnet >"$T/create.out" 2>&1 ||
+    { cat "$T/create.out"; fail "tenant create --net"; }
+"$CONDO" run -d --tenant benchnet --name sink -p 8082:5001 busybox sh -c \
+    'mkfifo /tmp/hold && exec 3<>/tmp/hold; while :; do nc -l -p 5001 <&3 >/dev/null; done' \
+    >/dev/null 2>&1 || fail "condo run sink"
+GW=$(tr -d ' \n' <"$CONDO_RUN_DIR/tenants/benchnet/config.json" | sed -n 's/.*"net":{"index":\([0-9]*\).*/\1/p')
+GW="10.231.$((GW * 16 / 256)).$((GW * 16 % 256 + 1))"
+pid=$(vmm_pid) || fail "no VMM process for the tenant"
+r=0
+while [ $r -lt "$RUNS" ]; do
+    measure condo-container 8082 "$pid"
     r=$((r + 1))
 done
