@@ -71,6 +71,8 @@ pub struct RunOptions {
     /// The vsock device's listening socket, bound on the host by the jail's parent (the jailed
     /// VMM cannot create it at the operator's path); `None`: the VMM binds it itself.
     pub vsock_listener_fd: Option<RawFd>,
+    /// The control socket's listening socket (see `control`), bound by the VMM's parent.
+    pub control_listener_fd: Option<RawFd>,
 }
 
 /// The checks of the input and of the host that need the host's view (/proc/meminfo, /sys):
@@ -221,6 +223,21 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     }
     drop(events_tx);
     let stdin_attached = config.console == Console::Stdout;
+    let stop_requested = Arc::new(AtomicBool::new(false));
+    let mut subscribers = subscribers;
+    if let Some(fd) = options.control_listener_fd {
+        // SAFETY: the parent handed this listening socket to the VMM alone.
+        let control = unsafe {
+            crate::control::ControlSocket::from_listener_fd(
+                fd,
+                stop_requested.clone(),
+                config.vcpus,
+                config.memory_mib,
+            )
+        }
+        .map_err(|e| Error::EventLoop(format!("control socket: {e}")))?;
+        subscribers.push(Arc::new(Mutex::new(control)));
+    }
     let running = runner::Running {
         threads,
         events: events_rx,
@@ -230,6 +247,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
         serial,
         stdin_attached,
         subscribers,
+        stop_requested,
     };
     let (exit, all_stopped) = running.run(options.thread_hook.as_ref())?;
     if crate::stats::enabled() {

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod builder;
 pub mod config;
 mod config_vsock;
+pub mod control;
 pub mod devices;
 pub mod hooks;
 pub mod host;

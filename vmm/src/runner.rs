@@ -106,6 +106,8 @@ pub struct Running {
     pub stdin_attached: bool,
     /// Device event handlers (virtio queues and backends), served by the event loop.
     pub subscribers: Vec<EventSubscriber>,
+    /// Set by the control socket's `stop`: the VM ends as if the VMM got SIGTERM.
+    pub stop_requested: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -171,6 +173,9 @@ impl Running {
                 .map_err(|e| Error::EventLoop(format!("{e:?}")))?;
             if let Some(signal) = self.read_signal() {
                 return Ok(VmExit::Signal(signal));
+            }
+            if self.stop_requested.load(Ordering::Acquire) {
+                return Ok(VmExit::Signal(libc::SIGTERM));
             }
             while let Ok(message) = self.events.try_recv() {
                 if let VcpuMessage::Stopped(_, reason) = message {

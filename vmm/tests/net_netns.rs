@@ -570,3 +570,27 @@ fn persistent_tap_is_made_attached_and_removed() {
         "{err}"
     );
 }
+
+#[test]
+fn up_makes_a_persistent_tap_with_rules_and_down_leaves_nothing() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new("up");
+    let before = lab.snapshot();
+    let net = lab.net();
+    let a = TenantAddrs::for_index(11).unwrap();
+    net.up(&a, Some(900_011)).unwrap();
+    let link = sh(&["ip", "-n", &lab.host, "-d", "link", "show", &a.tap]);
+    assert!(
+        link.contains("tun type tap") && link.contains("user 900011"),
+        "{link}"
+    );
+    let addr = sh(&["ip", "-n", &lab.host, "-4", "addr", "show", &a.tap]);
+    assert!(addr.contains("10.231.0.177/30"), "{addr}");
+    let rules = sh(&["ip", "netns", "exec", &lab.host, "nft", "list", "ruleset"]);
+    assert!(rules.contains("\"condo11\" : jump t11_in"), "{rules}");
+    net.remove_tenant(&a).unwrap();
+    assert_eq!(lab.snapshot(), before);
+}

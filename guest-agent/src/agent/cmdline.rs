@@ -1,6 +1,6 @@
 //! The agent's settings from the kernel command line (`condo.port=N`, `condo.hostname=NAME`,
-//! `condo.unix=PATH`, `condo.disk=DEV:PATH`), for when it runs as PID 1 and has no other way
-//! to be told.
+//! `condo.unix=PATH`, `condo.disk=DEV:PATH`, `condo.net=ADDR/PREFIX,GW[,DNS]`), for when it
+//! runs as PID 1 and has no other way to be told.
 
 use std::path::PathBuf;
 
@@ -12,6 +12,10 @@ pub struct BootConfig {
     pub hostname: String,
     /// Serve a Unix socket at this path instead of vsock (for guests without a vsock device).
     pub unix_socket: Option<PathBuf>,
+    /// eth0's settings (`condo.net=ADDR/PREFIX,GW[,DNS]`), when the VM has a network.
+    pub net: Option<super::net::NetBoot>,
+    /// The tenant's address block (`condo.net.block=ADDR/PREFIX`): containers' addresses.
+    pub net_block: Option<(std::net::Ipv4Addr, u8)>,
     /// Read-only image disks to mount at boot (`condo.disk=/dev/vda:/images/busybox`), each
     /// made writable by a tmpfs overlay: a container's rootfs.
     pub disks: Vec<DiskMount>,
@@ -30,6 +34,8 @@ impl Default for BootConfig {
             vsock_port: DEFAULT_VSOCK_PORT,
             hostname: "condo".into(),
             unix_socket: None,
+            net: None,
+            net_block: None,
             disks: Vec::new(),
         }
     }
@@ -72,6 +78,22 @@ pub fn parse(cmdline: &str) -> (BootConfig, Vec<CmdlineError>) {
                     });
                 }
             }
+            "condo.net" => match value.parse() {
+                Ok(net) => config.net = Some(net),
+                Err(reason) => errors.push(CmdlineError {
+                    param: "condo.net",
+                    value: value.into(),
+                    reason,
+                }),
+            },
+            "condo.net.block" => match super::container_net::parse_block(value) {
+                Some(block) => config.net_block = Some(block),
+                None => errors.push(CmdlineError {
+                    param: "condo.net.block",
+                    value: value.into(),
+                    reason: "not an aligned IPv4 block from /24 to /29",
+                }),
+            },
             "condo.unix" => {
                 if value.starts_with('/') {
                     config.unix_socket = Some(PathBuf::from(value));
@@ -142,6 +164,15 @@ mod tests {
         assert_eq!(config.vsock_port, 5000);
         assert_eq!(config.hostname, "acme-1");
         assert_eq!(config.unix_socket, Some(PathBuf::from("/run/a.sock")));
+        assert_eq!(config.net, None);
+        let (config, errors) = parse("condo.net=10.231.0.2/30,10.231.0.1,1.1.1.1 condo.net=bad");
+        assert_eq!(config.net.map(|n| n.prefix), Some(30));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("condo.net=\"bad\""),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -131,6 +131,19 @@ impl<B: ContainerBackend> Agent<B> {
             .set_readonly(readonly);
         spec.set_root(Some(root));
 
+        let requested = match spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(super::container_net::ADDRESS_ANNOTATION))
+        {
+            Some(text) => Some(text.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                invalid(format!(
+                    "annotation {}={text:?} is not an IPv4 address",
+                    super::container_net::ADDRESS_ANNOTATION
+                ))
+            })?),
+            None => None,
+        };
         let bundle = self.bundle_dir.join(&container_id);
         write_bundle(&bundle, &spec)?;
         let created = make_pipes(stdio, &init).and_then(|(io, pipes)| {
@@ -139,6 +152,12 @@ impl<B: ContainerBackend> Agent<B> {
         });
         match created {
             Ok((pid, pipes)) => {
+                // Its own network namespace gets a veth to the VM before it starts.
+                if let Err(err) = super::container_net::attach(&container_id, pid, requested) {
+                    let _ = self.backend.delete(&container_id, true);
+                    let _ = fs::remove_dir_all(&bundle);
+                    return Err(internal(err.to_string()));
+                }
                 self.processes.register(init, pid, pipes)?;
                 if let (Some(watcher), Some(path)) =
                     (&self.oom_watcher, self.backend.memory_events(&container_id))
@@ -210,6 +229,7 @@ impl<B: ContainerBackend> Agent<B> {
     fn do_delete(&self, container_id: &str, force: bool) -> Handled {
         check_id("container_id", container_id)?;
         self.backend.delete(container_id, force)?;
+        super::container_net::detach(container_id);
         self.processes.remove_container(container_id);
         let bundle = self.bundle_dir.join(container_id);
         if let Err(err) = fs::remove_dir_all(&bundle) {

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cmdline;
+pub mod container_net;
 pub mod ctl;
 pub mod disks;
 mod events;
@@ -27,6 +28,7 @@ mod handlers;
 pub mod images;
 pub mod init;
 pub mod launch;
+pub mod net;
 mod oom_watch;
 pub mod output_log;
 mod processes;

@@ -99,6 +99,9 @@ enum CtlAction {
         /// Limit on the number of processes (cgroup v2 pids.max).
         #[arg(long, value_name = "N")]
         pids: Option<i64>,
+        /// `vm`: share the VM's network (its eth0) instead of a network namespace of its own.
+        #[arg(long, value_name = "vm|own", default_value = "own", value_parser = ["vm", "own"])]
+        network: String,
         #[arg(required = true, trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -184,6 +187,27 @@ fn run_as_init(start_ns: u64) -> ! {
     }
     for err in disks::mount_disks(&config.disks) {
         log(format_args!("{err}"));
+    }
+    if let Some(net) = &config.net {
+        match condo_agent::agent::net::configure("eth0", net) {
+            Ok(()) => log(format_args!(
+                "eth0: {}/{} via {}",
+                net.addr, net.prefix, net.gateway
+            )),
+            Err(err) => log(format_args!("{err}")),
+        }
+        if let Some((block, prefix)) = config.net_block {
+            match agent::container_net::enable(block, prefix) {
+                Ok(()) => log(format_args!("containers' network: {block}/{prefix}")),
+                Err(err) => log(format_args!("cannot enable IP forwarding: {err}")),
+            }
+        }
+        if let Some(dns) = net.dns {
+            let resolv = std::path::Path::new("/etc/resolv.conf");
+            if let Err(err) = condo_agent::agent::net::write_resolv_conf(resolv, dns) {
+                log(format_args!("cannot write {}: {err}", resolv.display()));
+            }
+        }
     }
     // The kernel starts init with an almost empty environment; container specs set their own.
     std::env::set_var(
@@ -285,6 +309,7 @@ fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<Exi
             id,
             memory,
             pids,
+            network,
             args,
         } => {
             // Wait for the agent here; run_container itself connects without retrying.
@@ -293,6 +318,7 @@ fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<Exi
                 args,
                 memory_limit: memory,
                 pids_limit: pids,
+                host_network: network == "vm",
                 ..SpecOptions::default()
             })?;
             let create = CreateContainer {

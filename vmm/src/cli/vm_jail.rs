@@ -119,7 +119,10 @@ pub fn run(
             return EXIT_CANNOT_START;
         }
     };
-    let (cfg, inside) = jailed;
+    let (mut cfg, inside) = jailed;
+    if let Some(fd) = options.control_listener_fd {
+        cfg.keep_fds.push(fd);
+    }
     let outcome = jail::run_jailed(&cfg, &RealSys, || boot(&inside, &options));
     remove_vsock_socket();
     let started = !matches!(outcome, Ok(JailExit::Exited(EXIT_CANNOT_START)) | Err(_));
@@ -217,7 +220,14 @@ fn jail_config(
     if let Console::File(path) = &config.console {
         // Made (or truncated) here as the VMM would, then handed to the tenant and bound in.
         std::fs::File::create(path).map_err(|e| jail::JailError::io("create console", path, e))?;
-        inside.console = Console::File(expose(path, ExposeMode::BindReadWrite));
+        // At a fixed path inside: the host path may lie under /run (a tenant's run directory,
+        // /run/condo/tenants/<name>/console.log), and the jail's /run is the VMM's own.
+        cfg.files.push(ExposedFile {
+            source: std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()),
+            inside: PathBuf::from(CONSOLE_INSIDE),
+            mode: ExposeMode::BindReadWrite,
+        });
+        inside.console = Console::File(PathBuf::from(CONSOLE_INSIDE));
     }
     if let (Some(vsock), Some(fd)) = (&config.vsock, vsock_listener_fd) {
         cfg.keep_fds.push(fd);
@@ -247,6 +257,9 @@ fn check_readable_by(path: &Path, uid: u32) -> Result<(), jail::JailError> {
         mode & 0o7777
     )))
 }
+
+/// Where the console file appears inside the jail.
+const CONSOLE_INSIDE: &str = "/console.log";
 
 /// Where the vsock socket's directory appears inside the jail (host paths under /run cannot
 /// keep their name: the jail's /run is the VMM's own).

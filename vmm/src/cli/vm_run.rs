@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     net: Vec<NetConfig>,
+    /// Control socket to create (mode 0600): a line `status` or `stop` in, one JSON line out;
+    /// `stop` ends the VM as SIGTERM does.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     #[command(flatten)]
     jail: super::vm_jail::JailArgs,
 }
@@ -76,8 +80,17 @@ impl RunArgs {
 /// Boots the VM (jailed, see vm_jail); returns the exit code.
 pub fn run(mut args: RunArgs) -> i32 {
     let jail = std::mem::take(&mut args.jail);
+    let control_path = args.control.take();
     let config = match args.into_config() {
         Ok(config) => config,
+        Err(e) => {
+            eprintln!("condo: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    // Bound here, before any jail: the jailed VMM could not create it at this path.
+    let control = match control_path.as_deref().map(bind_control).transpose() {
+        Ok(control) => control,
         Err(e) => {
             eprintln!("condo: {e}");
             return EXIT_CANNOT_START;
@@ -87,9 +100,25 @@ pub fn run(mut args: RunArgs) -> i32 {
         thread_hook: None,
         allow_pvm_linux: pvm_override_set(),
         checked_outside: false,
+        control_listener_fd: control.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         ..Default::default()
     };
-    super::vm_jail::run(config, options, &jail, boot)
+    let code = super::vm_jail::run(config, options, &jail, boot);
+    if let Some(path) = &control_path {
+        let _ = std::fs::remove_file(path);
+    }
+    code
+}
+
+fn bind_control(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(format!("control socket {}: chmod 600: {e}", path.display()));
+    }
+    Ok(listener)
 }
 
 fn boot(config: &VmConfig, options: &RunOptions) -> i32 {

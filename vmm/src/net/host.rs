@@ -149,6 +149,17 @@ impl NetHost {
         self.nft(&script)
     }
 
+    /// Makes tenant `a`'s persistent tap (owned by `owner`, the tenant's jail uid) and connects
+    /// it ([`NetHost::add_tenant`]). On failure nothing of it is left.
+    pub fn up(&self, a: &TenantAddrs, owner: Option<u32>) -> Result<(), NetError> {
+        self.run_inside(|| super::tap::create_persistent(&a.tap, owner))??;
+        let added = self.add_tenant(a);
+        if added.is_err() {
+            let _ = self.remove_tenant(a);
+        }
+        added
+    }
+
     /// Removes everything `add_tenant` and `set_ports` made for `a`, and its link; removes
     /// condo's table when no tenant is left. Succeeds when there is nothing to remove.
     pub fn remove_tenant(&self, a: &TenantAddrs) -> Result<(), NetError> {

@@ -7,14 +7,19 @@
 //! | `vmm.pid` | pid of the supervisor: the VMM (`vm`) or the host agent (`process`) |
 //! | `vsock.sock` | `vm`: the VMM's virtio-vsock socket (`CONNECT 1024` reaches the agent) |
 //! | `agent.sock` | `process`: the host agent's Unix socket |
-//! | `control.sock` | `vm`: the VMM's control socket (status, stop) |
-//! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`), bounded |
+//! | `control.sock` | `vm`: the VMM's control socket (`status`, `stop`; see `condo_vmm::control`) |
+//! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`) |
+//! | `vmm.log` | `vm`: the VMM's own messages (how it ended, jail errors) |
 //!
 //! There is no daemon: the CLI reads these files and talks to the supervisor. A pid file whose
 //! process is gone means the supervisor died: the tenant is reported `dead` and `rm` cleans up.
 
+mod create;
+mod initramfs;
+pub mod net;
 mod process;
 mod remove;
+mod spawn_vm;
 
 use std::fs;
 use std::io;
@@ -25,13 +30,14 @@ use std::time::{Duration, Instant};
 use condo_protocol::{Client, ClientError};
 use serde::{Deserialize, Serialize};
 
+pub use create::create;
+pub use initramfs::agent_initramfs;
 pub use process::{agent_binary, spawn_process_supervisor};
 pub use remove::remove;
+pub use spawn_vm::{default_kernel, spawn_vm, GUEST_CID};
 
 /// Longest tenant name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Bytes of console.log kept (the log is cut back to its tail when it grows past this).
-pub const CONSOLE_LOG_LIMIT: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
@@ -78,14 +84,16 @@ pub enum TenantError {
         #[source]
         source: io::Error,
     },
-    #[error("agent of tenant {name:?}: {source}")]
+    /// The message holds the agent's error (not chained as a source: it would print twice).
+    #[error("agent of tenant {name:?}: {error}")]
     Agent {
         name: String,
-        #[source]
-        source: Box<ClientError>,
+        error: Box<ClientError>,
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("tenant network: {0}")]
+    Net(#[from] crate::net::NetError),
 }
 
 pub type Result<T> = std::result::Result<T, TenantError>;
@@ -163,6 +171,9 @@ pub struct TenantConfig {
     /// Images, in disk order.
     #[serde(default)]
     pub images: Vec<AttachedImage>,
+    /// `vm`: the tenant's network (tap, address block, NAT, isolation), if it has one.
+    #[serde(default)]
+    pub net: Option<net::TenantNet>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
 }
@@ -327,6 +338,23 @@ impl Tenant {
             .any(|arg| String::from_utf8_lossy(arg).contains(&prefix))
     }
 
+    /// Sends one request (`status`, `stop`) to the VMM's control socket; returns its JSON line.
+    pub fn control(&self, request: &str, timeout: Duration) -> Result<String> {
+        use std::io::{BufRead, Write};
+        let path = self.path("control.sock");
+        let mut stream =
+            UnixStream::connect(&path).map_err(io_error("cannot connect to", &path))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.write_all(format!("{request}\n").as_bytes()))
+            .map_err(io_error("cannot send to", &path))?;
+        let mut line = String::new();
+        io::BufReader::new(stream)
+            .read_line(&mut line)
+            .map_err(io_error("no answer from", &path))?;
+        Ok(line.trim_end().to_owned())
+    }
+
     /// Connects to the tenant's agent.
     pub fn connect(&self, timeout: Duration) -> Result<Client<UnixStream>> {
         let config = self.config()?;
@@ -378,18 +406,26 @@ impl Tenant {
         })
     }
 
-    /// The last `lines` lines of console.log.
+    /// The last `lines` lines of console.log, then of vmm.log (the VMM's own messages).
     pub fn console_tail(&self, lines: usize) -> String {
-        let text = fs::read(self.path("console.log")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = |file: &str| {
+            let text = fs::read(self.path(file)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).replace('\r', "");
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        };
+        let vmm = tail("vmm.log");
+        if vmm.is_empty() {
+            tail("console.log")
+        } else {
+            format!("{}\n--- vmm.log ---\n{vmm}", tail("console.log"))
+        }
     }
 
     pub fn agent_error(&self, source: ClientError) -> TenantError {
         TenantError::Agent {
             name: self.name.clone(),
-            source: Box::new(source),
+            error: Box::new(source),
         }
     }
 }

@@ -44,7 +44,16 @@ pub fn remove(tenant: &Tenant, force: bool) -> Result<()> {
     }
     wait_for_tenant_processes(tenant)?;
     remove_container_cgroups(&tenant.path("agent/runtime"));
-    remove_vmm_jail(&tenant.name);
+    if config
+        .as_ref()
+        .is_some_and(|c| c.isolation == Isolation::Vm)
+    {
+        remove_vmm_jail(&tenant.name);
+    }
+    if let Some(net) = config.as_ref().and_then(|c| c.net) {
+        // Every rule, port and the tap; the index is freed. Nothing there is not an error.
+        super::net::down(&tenant.name, &net)?;
+    }
     fs::remove_dir_all(&tenant.dir).map_err(io_error("cannot remove", &tenant.dir))
 }
 
@@ -56,7 +65,15 @@ fn stop_supervisor(tenant: &Tenant, pid: i32, isolation: Isolation) -> Result<()
         Isolation::Process => Signal::SIGKILL,
         Isolation::Vm => Signal::SIGTERM,
     };
-    let _ = kill(pid, first);
+    // A VMM is asked through its control socket first (an orderly stop, served by its event
+    // loop); SIGTERM does the same when the socket does not answer.
+    let asked = isolation == Isolation::Vm
+        && tenant
+            .control("stop", Duration::from_secs(2))
+            .is_ok_and(|reply| reply.contains("stopping"));
+    if !asked {
+        let _ = kill(pid, first);
+    }
     let deadline = Instant::now() + VMM_STOP_GRACE;
     while tenant.liveness() == Liveness::Running && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -122,7 +139,7 @@ fn remove_container_cgroups(runtime_root: &Path) {
         let Ok(state) = serde_json::from_slice::<serde_json::Value>(&text) else {
             continue;
         };
-        for key in ["cgroup", "device_cgroup"] {
+        for key in ["cgroup", "deviceCgroup"] {
             if let Some(dir) = state.get(key).and_then(|v| v.as_str()).map(PathBuf::from) {
                 if let Err(err) = remove_cgroup_dir(&dir) {
                     eprintln!(

@@ -1,0 +1,60 @@
+//! `condo exec NAME CMD...`: another process in a running container, stdio attached; returns
+//! its exit code.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use condo_protocol::{ExecProcess, ProcessRef, StdioPipes};
+
+use super::containers::{agent, attach_and_wait, exit_code, locate, ContainerRecord};
+use super::spec::{self, ProcessFlags};
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The tenant holding the container (default: the one that has it).
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
+    /// Forward our stdin to the process.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[command(flatten)]
+    process: ProcessFlags,
+    /// Container name.
+    name: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: ExecArgs) -> Result<i32> {
+    let tenant = locate(&args.name, args.tenant.as_deref())?;
+    let record = ContainerRecord::load(&tenant, &args.name)
+        .with_context(|| format!("no record of container {:?}", args.name))?;
+    // The container's own process: same user, env, capabilities, seccomp; then the flags.
+    let mut process = record.process.clone();
+    process.set_args(Some(args.command.clone()));
+    process.set_terminal(Some(false));
+    let env = process.env().clone().unwrap_or_default();
+    spec::apply_flags(&mut process, &args.process, env)?;
+    let exec_id = format!(
+        "exec-{}-{}",
+        std::process::id(),
+        super::containers::now_unix()
+    );
+    let mut client = agent(&tenant)?;
+    client
+        .exec(ExecProcess {
+            container_id: args.name.clone(),
+            exec_id: exec_id.clone(),
+            process: Box::new(process),
+            stdio: StdioPipes {
+                stdin: args.interactive,
+                stdout: true,
+                stderr: true,
+            },
+        })
+        .map_err(|err| tenant.agent_error(err))
+        .with_context(|| format!("cannot exec in container {:?}", args.name))?;
+    let process = ProcessRef::exec(&args.name, &exec_id);
+    let status = attach_and_wait(&tenant, &process, true, true, args.interactive)?;
+    Ok(exit_code(&status))
+}

@@ -1,0 +1,66 @@
+//! `condo logs NAME`: the output the agent kept of a container (the last 1 MiB per stream);
+//! with -f, follows it until the container ends.
+
+use std::io::Write;
+use std::thread;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use condo_protocol::{OutputStream, ReadLog, MAX_STDIO_CHUNK};
+use condo_vmm::tenant::Tenant;
+
+use super::containers::{agent, locate};
+
+/// How long one follow request waits for new output before asking again.
+const FOLLOW_WAIT_MS: u32 = 5_000;
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The tenant holding the container (default: the one that has it).
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
+    /// Follow the output until the container ends.
+    #[arg(short, long)]
+    follow: bool,
+    /// Container name.
+    name: String,
+}
+
+fn copy_log(tenant: &Tenant, name: &str, stream: OutputStream, follow: bool) -> Result<()> {
+    let mut client = agent(tenant)?;
+    let mut offset = 0;
+    loop {
+        let (data, next, eof) = client
+            .read_log(ReadLog {
+                container_id: name.to_owned(),
+                stream,
+                offset,
+                max_bytes: MAX_STDIO_CHUNK,
+                wait_ms: if follow { FOLLOW_WAIT_MS } else { 0 },
+            })
+            .map_err(|err| tenant.agent_error(err))?;
+        match stream {
+            OutputStream::Stdout => std::io::stdout().write_all(&data)?,
+            OutputStream::Stderr => std::io::stderr().write_all(&data)?,
+        }
+        offset = next;
+        if eof || (data.is_empty() && !follow) {
+            return Ok(());
+        }
+    }
+}
+
+pub fn run(args: LogsArgs) -> Result<i32> {
+    let tenant = locate(&args.name, args.tenant.as_deref())?;
+    let stderr = {
+        let (tenant, name) = (tenant.clone(), args.name.clone());
+        thread::spawn(move || copy_log(&tenant, &name, OutputStream::Stderr, args.follow))
+    };
+    let stdout = copy_log(&tenant, &args.name, OutputStream::Stdout, args.follow);
+    let stderr = stderr
+        .join()
+        .map_err(|_| anyhow!("the stderr copier panicked"))?;
+    std::io::stdout().flush()?;
+    stdout.and(stderr)?;
+    Ok(0)
+}

@@ -1,0 +1,420 @@
+//! End to end through the `condo` binary with `--isolation process` (root, this host): images,
+//! tenants, containers, isolation between tenants, removal that leaves nothing, a supervisor
+//! that dies, bad input.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod cli_support;
+
+use std::time::{Duration, Instant};
+
+use cli_support::{env_or_skip, loop_devices_of, mounts_mentioning, processes_mentioning};
+
+#[test]
+fn run_exec_logs_stop_ps_rm() {
+    let Some(env) = env_or_skip("lifecycle") else {
+        return;
+    };
+    let tenant = "life";
+    env.tenant(tenant);
+    // Foreground: output and the exit code pass through; signals are 128+N.
+    let out = env.ok(&[
+        "run", "--tenant", tenant, "--rm", "busybox", "echo", "hello", "world",
+    ]);
+    assert_eq!(out, "hello world\n");
+    env.fails(
+        &[
+            "run", "--tenant", tenant, "--rm", "busybox", "sh", "-c", "exit 3",
+        ],
+        3,
+    );
+    let out = env.ok(&[
+        "run",
+        "--tenant",
+        tenant,
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(id -u):$(id -g)",
+    ]);
+    assert_eq!(out, "hi /tmp 1000:1000\n");
+    // The root filesystem is writable (overlay) unless --read-only.
+    env.ok(&[
+        "run",
+        "--tenant",
+        tenant,
+        "--rm",
+        "busybox",
+        "touch",
+        "/new-file",
+    ]);
+    env.fails(
+        &[
+            "run",
+            "--tenant",
+            tenant,
+            "--rm",
+            "--read-only",
+            "busybox",
+            "touch",
+            "/new-file",
+        ],
+        1,
+    );
+
+    // Detached: logs, exec, ps, stop, rm.
+    let name = env.name("web");
+    let script = "echo started; echo oops >&2; while true; do sleep 1; done";
+    assert_eq!(
+        env.ok(&["run", "-d", "--tenant", tenant, "--name", &name, "busybox", "sh", "-c", script]),
+        format!("{name}\n")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = env.condo(&["logs", &name]);
+        if String::from_utf8_lossy(&out.stdout).contains("started")
+            && String::from_utf8_lossy(&out.stderr).contains("oops")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no logs of {name}: {out:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.ok(&["exec", &name, "hostname"]), format!("{name}\n"));
+    env.fails(&["exec", &name, "sh", "-c", "exit 5"], 5);
+    // An exec'd process is not its pid namespace's init: it can die of a signal (128+N).
+    env.fails(&["exec", &name, "sh", "-c", "kill -9 $$"], 137);
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains(&name) && ps.contains("running"), "{ps}");
+    let out = env.ok(&["stop", "-t", "1", &name]);
+    assert!(
+        out.contains("SIGKILL"),
+        "sh as PID 1 ignores SIGTERM, so the stop escalates: {out}"
+    );
+    assert!(!env.ok(&["ps"]).contains(&name));
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "-a", "--json"])).unwrap();
+    assert_eq!(ps[0]["name"], name.as_str());
+    assert_eq!(ps[0]["running"], false);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--json", &name])).unwrap();
+    assert_eq!(inspect["tenant"]["name"], tenant);
+    assert_eq!(inspect["image"]["reference"], "busybox");
+    // Logs outlive the container's end.
+    assert!(env.ok(&["logs", &name]).contains("started"));
+    env.ok(&["rm", &name]);
+    assert_eq!(env.ok(&["ps", "-a", "--json"]).trim(), "[]");
+    env.ok(&["tenant", "rm", tenant]);
+}
+
+#[test]
+fn tenants_cannot_see_each_other() {
+    let Some(env) = env_or_skip("isolation") else {
+        return;
+    };
+    env.tenant("tenant-a");
+    env.tenant("tenant-b");
+    let a = env.name("a");
+    env.ok(&[
+        "run",
+        "-d",
+        "--tenant",
+        "tenant-a",
+        "--name",
+        &a,
+        "busybox",
+        "sh",
+        "-c",
+        "echo secret > /tmp/secret; exec sleep 1000",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.condo(&["exec", &a, "cat", "/tmp/secret"]).stdout != b"secret\n" {
+        assert!(
+            Instant::now() < deadline,
+            "container {a} never wrote its file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Tenant B sees only its own processes and none of A's files.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--tenant",
+        "tenant-b",
+        "busybox",
+        "sh",
+        "-c",
+        "ps -o pid,args; ls /tmp",
+    ]);
+    assert!(
+        !out.contains("sleep 1000"),
+        "tenant B sees A's process: {out}"
+    );
+    assert!(!out.contains("secret"), "tenant B sees A's file: {out}");
+    assert_eq!(
+        out.lines().filter(|l| !l.trim().is_empty()).count(),
+        3,
+        "{out}"
+    );
+    // Nor does another container of A (each container has its own overlay and pid namespace).
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--tenant",
+        "tenant-a",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /tmp; ps -o args",
+    ]);
+    assert!(
+        !out.contains("secret") && !out.contains("sleep 1000"),
+        "{out}"
+    );
+    // A container name lives in one tenant: B cannot reuse it.
+    let err = env.fails(
+        &[
+            "run", "--tenant", "tenant-b", "--name", &a, "busybox", "true",
+        ],
+        125,
+    );
+    assert!(err.contains("already in use"), "{err}");
+    env.ok(&["tenant", "rm", "--force", "tenant-a", "tenant-b"]);
+}
+
+#[test]
+fn tenant_rm_leaves_nothing_behind() {
+    let Some(env) = env_or_skip("removal") else {
+        return;
+    };
+    env.tenant("gone");
+    let name = env.name("sleeper");
+    env.ok(&[
+        "run", "-d", "--tenant", "gone", "--name", &name, "busybox", "sleep", "1000",
+    ]);
+    let image = env.image_file();
+    let dir = env.tenant_dir("gone");
+    let dir_text = dir.to_string_lossy().into_owned();
+    assert!(!processes_mentioning(&dir_text).is_empty());
+    let cgroup = std::path::PathBuf::from("/sys/fs/cgroup/devices/condo").join(&name);
+    // Refused while a container runs, unless forced.
+    let err = env.fails(&["tenant", "rm", "gone"], 1);
+    assert!(err.contains("running containers"), "{err}");
+    env.ok(&["tenant", "rm", "--force", "gone"]);
+    assert!(!dir.exists(), "the run directory remains");
+    assert_eq!(processes_mentioning(&dir_text), Vec::<String>::new());
+    assert_eq!(
+        processes_mentioning("sleep 1000")
+            .iter()
+            .filter(|p| p.contains(&dir_text))
+            .count(),
+        0
+    );
+    assert_eq!(
+        loop_devices_of(&image),
+        Vec::<String>::new(),
+        "a loop device still holds the image"
+    );
+    assert_eq!(mounts_mentioning(&dir_text), Vec::<String>::new());
+    assert!(!cgroup.exists(), "the container's device cgroup remains");
+    assert!(env.ok(&["tenant", "ls", "--json"]).trim() == "[]");
+}
+
+#[test]
+fn a_dead_supervisor_is_reported_and_cleaned_up() {
+    let Some(env) = env_or_skip("dead") else {
+        return;
+    };
+    env.tenant("doomed");
+    let name = env.name("victim");
+    env.ok(&[
+        "run", "-d", "--tenant", "doomed", "--name", &name, "busybox", "sleep", "1000",
+    ]);
+    let pid: i32 = std::fs::read_to_string(env.tenant_dir("doomed").join("vmm.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ls: serde_json::Value =
+            serde_json::from_str(&env.ok(&["tenant", "ls", "--json"])).unwrap();
+        if ls[0]["state"] == "dead" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed supervisor is not reported dead: {ls}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = env.fails(&["exec", &name, "true"], 125);
+    assert!(err.contains("dead"), "{err}");
+    let err = env.fails(&["tenant", "rm", "doomed"], 0);
+    assert!(err.contains("was dead"), "{err}");
+    let dir = env.tenant_dir("doomed");
+    assert!(!dir.exists());
+    assert_eq!(
+        processes_mentioning(&dir.to_string_lossy()),
+        Vec::<String>::new()
+    );
+    assert!(!std::path::Path::new("/sys/fs/cgroup/devices/condo")
+        .join(&name)
+        .exists());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_leaves_nothing() {
+    let Some(env) = env_or_skip("bad-input") else {
+        return;
+    };
+    let tenants = || {
+        env.run_dir()
+            .join("tenants")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &[
+                "run",
+                "--isolation",
+                "process",
+                "--tenant",
+                "x1",
+                "nosuchimage",
+                "true",
+            ],
+            125,
+            "unknown image \"nosuchimage\"",
+        ),
+        (
+            &[
+                "run",
+                "--isolation",
+                "process",
+                "--tenant",
+                "Bad_Name",
+                "busybox",
+                "true",
+            ],
+            125,
+            "invalid tenant name \"Bad_Name\"",
+        ),
+        (
+            &[
+                "run",
+                "--isolation",
+                "process",
+                "--tenant",
+                "x1",
+                "--memory",
+                "12q",
+                "busybox",
+                "true",
+            ],
+            125,
+            "invalid size \"12q\"",
+        ),
+        (
+            &[
+                "run",
+                "--isolation",
+                "process",
+                "--tenant",
+                "x1",
+                "--name=.bad",
+                "busybox",
+                "true",
+            ],
+            125,
+            "invalid container name \".bad\"",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "--isolation",
+                "process",
+                "--memory",
+                "1k",
+                "x1",
+            ],
+            1,
+            "invalid --memory \"1k\"",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "--isolation",
+                "process",
+                &"a".repeat(65),
+            ],
+            1,
+            "invalid tenant name",
+        ),
+        (
+            &["exec", "nosuchcontainer", "true"],
+            125,
+            "no container \"nosuchcontainer\"",
+        ),
+        (
+            &["logs", "--tenant", "nosuchtenant", "c"],
+            1,
+            "no tenant \"nosuchtenant\"",
+        ),
+        (
+            &["tenant", "rm", "nosuchtenant"],
+            1,
+            "no tenant \"nosuchtenant\"",
+        ),
+        (&["kill", "-s", "NOPE", "c"], 1, "invalid signal \"NOPE\""),
+    ];
+    for (args, code, message) in cases {
+        let err = env.fails(args, *code);
+        assert!(
+            err.contains(message),
+            "condo {args:?}: expected {message:?} in {err:?}"
+        );
+        assert_eq!(tenants(), 0, "condo {args:?} left a tenant behind");
+    }
+    // Duplicates: a tenant, a container name.
+    env.tenant("dup");
+    let err = env.fails(&["tenant", "create", "--isolation", "process", "dup"], 1);
+    assert!(err.contains("tenant \"dup\" already exists"), "{err}");
+    let name = env.name("one");
+    env.ok(&["run", "--tenant", "dup", "--name", &name, "busybox", "true"]);
+    let err = env.fails(
+        &["run", "--tenant", "dup", "--name", &name, "busybox", "true"],
+        125,
+    );
+    assert!(err.contains("already in use"), "{err}");
+    // An existing tenant keeps its isolation.
+    let err = env.fails(
+        &[
+            "run",
+            "--tenant",
+            "dup",
+            "--isolation",
+            "vm",
+            "busybox",
+            "true",
+        ],
+        125,
+    );
+    assert!(err.contains("exists with --isolation process"), "{err}");
+    env.ok(&["rm", &name]);
+    env.ok(&["tenant", "rm", "dup"]);
+}

@@ -1,0 +1,254 @@
+//! Helpers of the CLI end-to-end tests (`--isolation process` on this host): a private run
+//! and state directory per test, the busybox image imported into it, `condo` with a deadline.
+#![allow(dead_code)]
+// Test support: failing loudly is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Longest one condo command may take in these tests.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why these tests cannot run here, if they cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root (tenants need namespaces, mounts and loop devices)".into());
+    }
+    if !agent_binary().exists() {
+        return Some(format!(
+            "no condo-agent at {} (cargo build -p condo-guest-agent)",
+            agent_binary().display()
+        ));
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.contains("erofs") && !filesystems.contains("ext4") {
+        return Some("the kernel mounts neither erofs nor ext4".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control".into());
+    }
+    for tool in ["unshare", "busybox"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// Skips (returns None) with the reason printed, or gives a fresh environment.
+pub fn env_or_skip(test: &str) -> Option<Env> {
+    if let Some(reason) = missing_prerequisite() {
+        eprintln!("SKIP {test}: {reason}");
+        return None;
+    }
+    Some(Env::new(test))
+}
+
+/// condo-agent built next to condo.
+pub fn agent_binary() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_condo")).with_file_name("condo-agent")
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    /// Unique per test and process: container names are host-wide (device cgroups).
+    pub prefix: String,
+}
+
+impl Env {
+    fn new(test: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("condo-cli-{test}-"))
+            .tempdir()
+            .unwrap();
+        let env = Env {
+            dir,
+            prefix: format!("t{}-{}", std::process::id(), test.replace('_', "-")),
+        };
+        env.import_busybox();
+        env
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.run_dir().join("tenants").join(tenant)
+    }
+
+    /// A name unique to this test.
+    pub fn name(&self, what: &str) -> String {
+        let mut name = format!("{}-{what}", self.prefix);
+        name.truncate(60);
+        name
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_condo"));
+        cmd.args(args)
+            .env("CONDO_RUN_DIR", self.run_dir())
+            .env("CONDO_STATE_DIR", self.dir.path().join("state"))
+            .env("CONDO_AGENT", agent_binary())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs condo; panics when it does not finish within COMMAND_TIMEOUT.
+    pub fn condo(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.command(args), args)
+    }
+
+    /// Runs condo and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.condo(args);
+        assert!(
+            out.status.success(),
+            "condo {args:?} failed ({:?}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs condo, expects failure with `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.condo(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "condo {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn import_busybox(&self) {
+        let rootfs = self.dir.path().join("rootfs");
+        for dir in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap();
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "echo", "cat", "ls", "ps", "sleep", "true", "hostname", "touch", "kill", "id",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        self.ok(&[
+            "image",
+            "import",
+            rootfs.to_str().unwrap(),
+            "--name",
+            "busybox",
+        ]);
+    }
+
+    /// Creates a process-isolation tenant.
+    pub fn tenant(&self, name: &str) {
+        self.ok(&["tenant", "create", "--isolation", "process", name]);
+    }
+
+    /// The image file the store holds for busybox.
+    pub fn image_file(&self) -> PathBuf {
+        let out = self.ok(&["image", "ls"]);
+        assert!(out.contains("busybox"), "{out}");
+        let images = self.dir.path().join("state/images");
+        std::fs::read_dir(&images)
+            .unwrap()
+            .flatten()
+            .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "erofs" || x == "ext4"))
+            .unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Whatever a failed test left: remove its tenants so no supervisor outlives it.
+        if let Ok(entries) = std::fs::read_dir(self.run_dir().join("tenants")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let _ = self.condo(&["tenant", "rm", "--force", &name]);
+            }
+        }
+    }
+}
+
+pub fn run_with_deadline(mut cmd: Command, what: &[&str]) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("condo {what:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Live processes whose command line mentions `text`.
+pub fn processes_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(text)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Loop devices backed by `file`.
+pub fn loop_devices_of(file: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim()) == file)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Lines of /proc/self/mountinfo mentioning `text`.
+pub fn mounts_mentioning(text: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .map(str::to_owned)
+        .collect()
+}
