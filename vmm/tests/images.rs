@@ -208,12 +208,16 @@ fn oci_tar_and_docker_archive_of_one_image_are_stored_once() {
     };
     assert_eq!(images_on_disk(), 1);
 
-    env.ok(&[
+    // The same OCI tar, gzipped.
+    let oci_tar = fs::read(env.path("oci.tar")).unwrap();
+    fs::write(env.path("oci.tar.gz"), gzip(&oci_tar)).unwrap();
+    let d3 = env.ok(&[
         "import",
-        env.path("oci.tar").to_str().unwrap(),
+        env.path("oci.tar.gz").to_str().unwrap(),
         "--name",
         "other",
     ]);
+    assert_eq!(d1, d3);
     let out = env.ok(&["rm", "dock"]);
     assert!(
         out.contains("untagged: dock:latest") && !out.contains("deleted"),
