@@ -207,11 +207,15 @@ impl Store {
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         let names = self.names()?;
-        let mut records = self
-            .hexes()?
-            .iter()
-            .map(|hex| self.load_record(hex, &names))
-            .collect::<Result<Vec<_>>>()?;
+        let mut records = Vec::new();
+        for hex in self.hexes()? {
+            match self.load_record(&hex, &names) {
+                Ok(record) => records.push(record),
+                // Removed since the directory was listed.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         records.sort_by(|a, b| b.created.cmp(&a.created).then(a.digest.cmp(&b.digest)));
         Ok(records)
     }
