@@ -65,7 +65,8 @@ pub fn run(command: ImageCommand) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("condo: {e:#}");
+            // Our errors already name their cause; `{e:#}` would print it twice.
+            eprintln!("condo: {e}");
             EXIT_FAILED
         }
     }
