@@ -278,32 +278,43 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let path = EntryPath::parse(&raw).map_err(|reason| self.unsafe_entry(&raw, reason))?;
+    fn bad_header(&self, raw: &[u8], e: std::io::Error) -> Error {
+        Error::Corrupt {
+            layer: self.layer.to_string(),
+            reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    /// Mode, owner, mtime and xattrs from the header and its PAX records.
+    fn meta<R: Read>(&self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         let pax = pax_records(entry).map_err(|e| Error::Corrupt {
             layer: self.layer.to_string(),
             reason: format!(
                 "entry {:?}: bad PAX header: {e}",
-                String::from_utf8_lossy(&raw)
+                String::from_utf8_lossy(raw)
             ),
         })?;
         let header = entry.header();
-        let bad_header = |e: std::io::Error| Error::Corrupt {
-            layer: self.layer.to_string(),
-            reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(&raw)),
-        };
+        let bad_header = |e| self.bad_header(raw, e);
         let old = header.as_old();
+        let id = |parsed, field: &[u8]| {
+            numeric(parsed, field).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
         let meta = Meta {
             mode: header.mode().map_err(bad_header)? & MODE_MASK,
-            uid: u32::try_from(numeric(header.uid(), &old.uid).map_err(bad_header)?)
-                .unwrap_or(u32::MAX),
-            gid: u32::try_from(numeric(header.gid(), &old.gid).map_err(bad_header)?)
-                .unwrap_or(u32::MAX),
+            uid: id(header.uid(), &old.uid).map_err(bad_header)?,
+            gid: id(header.gid(), &old.gid).map_err(bad_header)?,
             mtime: numeric(header.mtime(), &old.mtime).map_err(bad_header)?,
             xattrs: Vec::new(),
         };
-        let meta = pax.apply(meta);
+        Ok(pax.apply(meta))
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let path = EntryPath::parse(&raw).map_err(|reason| self.unsafe_entry(&raw, reason))?;
+        let meta = self.meta(&raw, entry)?;
+        let header = entry.header();
         let kind = header.entry_type();
         self.stats.entries += 1;
         let Some((parents, name)) = path.split_last() else {
@@ -337,6 +348,7 @@ impl Applier<'_> {
             }
             T::Fifo => self.node(&raw, &parent, name, kind, 0, &meta),
             T::Char | T::Block => {
+                let bad_header = |e| self.bad_header(&raw, e);
                 let major = header.device_major().map_err(bad_header)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(bad_header)?.unwrap_or(0);
                 self.node(
