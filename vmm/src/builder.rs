@@ -261,6 +261,9 @@ fn virtio_devices(config: &VmConfig, options: &RunOptions) -> Result<Vec<VirtioS
         let block = Block::new(file).map_err(Error::EventFd)?;
         devices.push(VirtioSlot::new(Arc::new(Mutex::new(block))));
     }
+    for (index, net) in config.net.iter().enumerate() {
+        devices.push(net_device(devices.len(), index, net)?);
+    }
     if let Some(vsock) = &config.vsock {
         let device = match options.vsock_listener_fd {
             Some(fd) => {
@@ -275,6 +278,21 @@ fn virtio_devices(config: &VmConfig, options: &RunOptions) -> Result<Vec<VirtioS
         devices.push(VirtioSlot::new(Arc::new(Mutex::new(device))));
     }
     Ok(devices)
+}
+
+/// virtio-net on its tap: the descriptor attached before the jail, or the tap by name.
+fn net_device(slot: usize, index: usize, net: &crate::net::NetConfig) -> Result<VirtioSlot, Error> {
+    let err = |what: String| Error::Virtio { slot, what };
+    let tap = match net.tap_fd {
+        // SAFETY: the jail kept this descriptor open for this device alone (vm_jail).
+        Some(fd) => crate::net::Tap::from_fd(unsafe { crate::net::tap::owned_from_raw(fd) }),
+        None => crate::net::Tap::open(&net.tap),
+    }
+    .map_err(|e| err(format!("--net #{index}: {e}")))?;
+    let mac = net.mac.unwrap_or_else(crate::net::Mac::random_local);
+    let device = crate::devices::virtio::net::Net::new(Box::new(tap), mac)
+        .map_err(|e| err(format!("--net #{index}: eventfd: {e}")))?;
+    Ok(VirtioSlot::new(Arc::new(Mutex::new(device))))
 }
 
 /// The kernel command line with one `virtio_mmio.device=` per device slot.

@@ -122,11 +122,17 @@ pub struct VmConfig {
     /// The virtio-vsock device, if any.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// virtio-net interfaces, each on a host tap.
+    #[serde(default)]
+    pub net: Vec<crate::net::NetConfig>,
 }
 
 /// A configuration that cannot boot.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A network interface that cannot be made.
+    #[error(transparent)]
+    Net(crate::net::NetError),
     /// vCPU count out of range.
     #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
     Vcpus(u64),
@@ -207,13 +213,14 @@ impl VmConfig {
             console: default_console(),
             disks: Vec::new(),
             vsock: None,
+            net: Vec::new(),
         }
     }
 
     /// Number of virtio devices the configuration asks for (each takes an MMIO slot and a
     /// GSI).
     pub fn virtio_device_count(&self) -> usize {
-        self.disks.len() + usize::from(self.vsock.is_some())
+        self.disks.len() + self.net.len() + usize::from(self.vsock.is_some())
     }
 
     /// Reads a JSON configuration file.
@@ -240,6 +247,9 @@ impl VmConfig {
             return Err(ConfigError::CmdlineNul(at));
         }
         check_file("kernel", &self.kernel)?;
+        for net in &self.net {
+            net.validate().map_err(ConfigError::Net)?;
+        }
         if let Some(initrd) = &self.initrd {
             check_file("initrd", initrd)?;
             check_initrd_contents(initrd)?;

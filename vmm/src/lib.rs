@@ -13,8 +13,10 @@ pub mod image;
 pub mod images;
 pub mod jail;
 pub mod loader;
+pub mod net;
 pub mod runner;
 pub mod stats;
+pub mod tenant;
 pub mod vstate;
 
 use std::path::PathBuf;

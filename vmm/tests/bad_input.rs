@@ -235,3 +235,22 @@ fn disk_in_config_file() {
     );
     fails_with(&["--config", c.to_str().unwrap()], &["unknown field"]);
 }
+
+#[test]
+fn read_only_disk_the_jailed_vmm_cannot_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the jail (and its readability check) needs root");
+        return;
+    }
+    let d = scratch("private.img", &[0u8; 1024]);
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let flag = format!("{},ro", d.display());
+    fails_with(
+        &["--kernel", "/proc/self/exe", "--disk", &flag],
+        &[
+            &format!("read-only disk {}", d.display()),
+            "mode 600",
+            "chmod o+r",
+        ],
+    );
+}

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use crate::frame::{read_message, write_message, Envelope, FrameError};
 use crate::messages::{
     BootTimings, Bytes, ContainerInfo, ContainerStats, CreateContainer, ErrorReply, ExecProcess,
-    ExitStatus, OomEvent, OutputStream, ProcessRef, Reply, Request, Response,
+    ExitStatus, MountImage, OomEvent, OutputStream, ProcessRef, ReadLog, Reply, Request, Response,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -189,5 +189,16 @@ impl<S: Read + Write> Client<S> {
     ) -> Result<Vec<OomEvent>, ClientError> {
         let request = Request::WaitOomEvents { after, timeout_ms };
         expect_reply!(self, request, Reply::OomEvents { events } => events)
+    }
+
+    /// Reads kept output of a container from `read.offset`: (data, next offset, eof).
+    pub fn read_log(&mut self, read: ReadLog) -> Result<(Vec<u8>, u64, bool), ClientError> {
+        expect_reply!(self, Request::ReadLog(read),
+            Reply::Log { data, next_offset, eof } => (data.0, next_offset, eof))
+    }
+
+    /// Mounts an image in the agent; returns the mount point.
+    pub fn mount_image(&mut self, mount: MountImage) -> Result<String, ClientError> {
+        expect_reply!(self, Request::MountImage(mount), Reply::ImageMounted { path } => path)
     }
 }

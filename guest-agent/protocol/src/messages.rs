@@ -90,6 +90,32 @@ pub struct ExecProcess {
     pub stdio: StdioPipes,
 }
 
+/// Reads a container init's kept output from an offset, without consuming it (`condo logs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLog {
+    pub container_id: String,
+    pub stream: OutputStream,
+    /// Offset in the stream (bytes the process wrote since it started); 0 = the oldest kept.
+    pub offset: u64,
+    pub max_bytes: u32,
+    /// How long to wait for bytes past `offset` when there are none yet (0: answer at once).
+    #[serde(default)]
+    pub wait_ms: u32,
+}
+
+/// Mounts an image's read-only filesystem in the agent, once per image; containers then use
+/// the returned path as their `rootfs` (with the runtime's overlay annotation for a writable
+/// layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountImage {
+    /// Names the mount point: 1-64 of `[A-Za-z0-9_.-]` (e.g. the digest's hex, shortened).
+    pub image_id: String,
+    /// A block device (a virtio disk in a guest) or a regular file (loop-mounted on a host).
+    pub source: String,
+    /// `erofs` or `ext4`.
+    pub fs_type: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
@@ -144,6 +170,8 @@ pub enum Request {
         after: u64,
         timeout_ms: u32,
     },
+    ReadLog(ReadLog),
+    MountImage(MountImage),
 }
 
 impl Request {
@@ -164,6 +192,8 @@ impl Request {
             Request::CloseStdin { .. } => "close_stdin",
             Request::ReadOutput { .. } => "read_output",
             Request::WaitOomEvents { .. } => "wait_oom_events",
+            Request::ReadLog(_) => "read_log",
+            Request::MountImage(_) => "mount_image",
         }
     }
 }
@@ -246,6 +276,16 @@ pub enum Reply {
     },
     OomEvents {
         events: Vec<OomEvent>,
+    },
+    /// Kept output from an offset; `eof`: the stream ended and nothing follows `next_offset`.
+    Log {
+        data: Bytes,
+        next_offset: u64,
+        eof: bool,
+    },
+    /// Where the image is mounted (read-only) in the agent's filesystem.
+    ImageMounted {
+        path: String,
     },
 }
 

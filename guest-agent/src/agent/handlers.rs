@@ -2,18 +2,20 @@
 //! map the error. Everything a client sends is checked here before it reaches the runtime.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::io::{ErrorKind as IoErrorKind, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use condo_protocol::{
     validate_id, BootTimings, Bytes, CreateContainer, ErrorKind, ErrorReply, ExecProcess,
-    OutputStream, ProcessRef, Reply, Request, StdioPipes, MAX_STDIO_CHUNK, PROTOCOL_VERSION,
+    OutputStream, ProcessRef, ReadLog, Reply, Request, StdioPipes, MAX_STDIO_CHUNK,
+    PROTOCOL_VERSION,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::output_log::OutputLog;
 use super::processes::{PipeEnd, ProcessPipes};
 use super::{boottime_ns, Agent, ContainerBackend, SpawnIo};
 
@@ -64,6 +66,13 @@ impl<B: ContainerBackend> Agent<B> {
                 Ok(Reply::Stats(self.backend.stats(&container_id)?))
             }
             Request::List => Ok(Reply::Containers(self.backend.list()?)),
+            Request::ReadLog(read) => self.do_read_log(read),
+            Request::MountImage(mount) => {
+                let path = self.images.mount(&mount)?;
+                Ok(Reply::ImageMounted {
+                    path: path.to_string_lossy().into_owned(),
+                })
+            }
             Request::WriteStdin { process, data } => self.do_write_stdin(&process, data),
             Request::CloseStdin { process } => self.do_close_stdin(&process),
             Request::ReadOutput {
@@ -124,7 +133,7 @@ impl<B: ContainerBackend> Agent<B> {
 
         let bundle = self.bundle_dir.join(&container_id);
         write_bundle(&bundle, &spec)?;
-        let created = make_pipes(stdio).and_then(|(io, pipes)| {
+        let created = make_pipes(stdio, &init).and_then(|(io, pipes)| {
             let pid = self.backend.create(&container_id, &bundle, io)?;
             Ok((pid, pipes))
         });
@@ -164,7 +173,7 @@ impl<B: ContainerBackend> Agent<B> {
             return Err(invalid(format!("process.args of exec {process} is empty")));
         }
         self.processes.ensure_absent(&process)?;
-        let (io, pipes) = make_pipes(exec.stdio)?;
+        let (io, pipes) = make_pipes(exec.stdio, &process)?;
         let pid = self.backend.exec(&exec.container_id, &exec.process, io)?;
         self.processes.register(process, pid, pipes)?;
         Ok(Reply::Spawned { pid })
@@ -251,37 +260,41 @@ impl<B: ContainerBackend> Agent<B> {
 
     fn do_read_output(&self, process: &ProcessRef, stream: OutputStream, max: u32) -> Handled {
         check_process(process)?;
-        if max == 0 || max > MAX_STDIO_CHUNK {
+        check_max_bytes(max)?;
+        let log = self.processes.output(process, stream)?;
+        Ok(Reply::Output {
+            data: Bytes(log.read_next(max as usize)),
+        })
+    }
+
+    fn do_read_log(&self, read: ReadLog) -> Handled {
+        let process = ProcessRef::init(&read.container_id);
+        check_process(&process)?;
+        check_max_bytes(read.max_bytes)?;
+        if read.wait_ms > MAX_OOM_POLL_MS {
             return Err(invalid(format!(
-                "max_bytes {max} is not within 1..={MAX_STDIO_CHUNK}"
+                "wait_ms {} is over the limit of {MAX_OOM_POLL_MS}",
+                read.wait_ms
             )));
         }
-        let pipe = self.processes.output(process, stream)?;
-        let mut guard = lock_pipe(&pipe)?;
-        let Some(output) = guard.as_mut() else {
-            return Ok(Reply::Output {
-                data: Bytes::default(),
-            });
-        };
-        let mut buf = vec![0u8; max as usize];
-        let read = loop {
-            match output.read(&mut buf) {
-                Ok(read) => break read,
-                Err(err) if err.kind() == IoErrorKind::Interrupted => continue,
-                Err(err) => {
-                    return Err(internal(format!(
-                        "read of {stream:?} of {process} failed: {err}"
-                    )))
-                }
-            }
-        };
-        buf.truncate(read);
-        if read == 0 {
-            // End of stream: close our end now rather than at delete.
-            guard.take();
-        }
-        Ok(Reply::Output { data: Bytes(buf) })
+        let log = self.processes.output(&process, read.stream)?;
+        let wait = Duration::from_millis(u64::from(read.wait_ms));
+        let chunk = log.read_at(read.offset, read.max_bytes as usize, wait);
+        Ok(Reply::Log {
+            data: Bytes(chunk.data),
+            next_offset: chunk.next_offset,
+            eof: chunk.eof,
+        })
     }
+}
+
+fn check_max_bytes(max: u32) -> Result<(), ErrorReply> {
+    if max == 0 || max > MAX_STDIO_CHUNK {
+        return Err(invalid(format!(
+            "max_bytes {max} is not within 1..={MAX_STDIO_CHUNK}"
+        )));
+    }
+    Ok(())
 }
 
 fn lock_pipe(pipe: &PipeEnd) -> Result<std::sync::MutexGuard<'_, Option<File>>, ErrorReply> {
@@ -320,7 +333,10 @@ fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Err
 }
 
 /// Makes the pipes asked for: the process's ends go into `SpawnIo`, the agent keeps the others.
-fn make_pipes(stdio: StdioPipes) -> Result<(SpawnIo, ProcessPipes), ErrorReply> {
+fn make_pipes(
+    stdio: StdioPipes,
+    process: &ProcessRef,
+) -> Result<(SpawnIo, ProcessPipes), ErrorReply> {
     let pipe = || -> Result<(OwnedFd, OwnedFd), ErrorReply> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|errno| internal(format!("pipe2 failed: {errno}")))
@@ -335,15 +351,19 @@ fn make_pipes(stdio: StdioPipes) -> Result<(SpawnIo, ProcessPipes), ErrorReply> 
         io.stdin = Some(read);
         pipes.stdin = Some(shared(write));
     }
+    let pump = |fd: OwnedFd, name: &str| {
+        OutputLog::pump(File::from(fd), format!("{name} of {process}"))
+            .map_err(|err| internal(format!("cannot start the {name} pump of {process}: {err}")))
+    };
     if stdio.stdout {
         let (read, write) = pipe()?;
         io.stdout = Some(write);
-        pipes.stdout = Some(shared(read));
+        pipes.stdout = Some(pump(read, "stdout")?);
     }
     if stdio.stderr {
         let (read, write) = pipe()?;
         io.stderr = Some(write);
-        pipes.stderr = Some(shared(read));
+        pipes.stderr = Some(pump(read, "stderr")?);
     }
     Ok((io, pipes))
 }

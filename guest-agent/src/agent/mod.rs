@@ -23,9 +23,11 @@ pub mod ctl;
 pub mod disks;
 mod events;
 mod handlers;
+pub mod images;
 pub mod init;
 pub mod launch;
 mod oom_watch;
+pub mod output_log;
 mod processes;
 pub mod reaper;
 pub mod runtime_backend;
@@ -64,6 +66,8 @@ pub struct Agent<B> {
     oom_watcher: Option<OomWatcher>,
     /// Where bundles (config.json built from a CreateContainer) are written, one dir per id.
     bundle_dir: PathBuf,
+    /// Images mounted for containers, under the sibling `images/` of `bundle_dir`.
+    images: images::MountedImages,
     start_ns: u64,
     ready_ns: AtomicU64,
 }
@@ -81,12 +85,18 @@ impl<B: ContainerBackend> Agent<B> {
                 None
             }
         };
+        let bundle_dir: PathBuf = bundle_dir.into();
+        let images_dir = bundle_dir.parent().map_or_else(
+            || PathBuf::from("/run/condo/images"),
+            |dir| dir.join("images"),
+        );
         Agent {
+            images: images::MountedImages::new(images_dir),
             backend,
             processes: Processes::default(),
             oom_events,
             oom_watcher,
-            bundle_dir: bundle_dir.into(),
+            bundle_dir,
             start_ns,
             ready_ns: AtomicU64::new(0),
         }

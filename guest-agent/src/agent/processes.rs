@@ -8,18 +8,21 @@ use std::time::{Duration, Instant};
 
 use condo_protocol::{ErrorKind, ErrorReply, ExitStatus, OutputStream, ProcessRef};
 
+use super::output_log::OutputLog;
+
 /// Exits of pids nobody registered (yet): an exec'd process may die before `exec` returns its
 /// pid. Bounded, oldest dropped first.
 const MAX_UNCLAIMED_EXITS: usize = 256;
 
-/// The agent's end of one stdio pipe, shared by the requests that use it.
+/// The agent's end of one stdin pipe, shared by the requests that use it.
 pub type PipeEnd = Arc<Mutex<Option<File>>>;
 
+/// The agent's side of a process's stdio: its stdin pipe, and the logs its outputs drain into.
 #[derive(Debug, Default)]
 pub struct ProcessPipes {
     pub stdin: Option<PipeEnd>,
-    pub stdout: Option<PipeEnd>,
-    pub stderr: Option<PipeEnd>,
+    pub stdout: Option<Arc<OutputLog>>,
+    pub stderr: Option<Arc<OutputLog>>,
 }
 
 #[derive(Debug)]
@@ -162,7 +165,7 @@ impl Processes {
         &self,
         process: &ProcessRef,
         stream: OutputStream,
-    ) -> Result<PipeEnd, ErrorReply> {
+    ) -> Result<Arc<OutputLog>, ErrorReply> {
         let table = self.lock()?;
         let pipes = &entry(&table, process)?.pipes;
         let pipe = match stream {

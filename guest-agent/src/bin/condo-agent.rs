@@ -84,7 +84,9 @@ enum CtlAction {
 
 fn main() -> ExitCode {
     let start_ns = agent::boottime_ns();
-    if std::process::id() == 1 {
+    // PID 1 is a guest's init, unless told to serve a Unix socket: then it is the supervisor
+    // of `--isolation process`, PID 1 of its own pid namespace on a host.
+    if std::process::id() == 1 && !std::env::args_os().any(|arg| arg == "--unix") {
         run_as_init(start_ns)
     }
     let args = Args::parse();

@@ -33,13 +33,13 @@ pub enum Command {
 pub enum VmCommand {
     /// Boot a VM in the foreground; exits with it (0 guest reset, 1 could not start,
     /// 3 guest died, 128+N killed by signal N).
-    Run(vm_run::RunArgs),
+    Run(Box<vm_run::RunArgs>),
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
-        Command::Vm(VmCommand::Run(args)) => vm_run::run(args),
+        Command::Vm(VmCommand::Run(args)) => vm_run::run(*args),
         Command::Image(command) => image::run(command),
     }
 }

@@ -219,6 +219,7 @@ fn jail_config(
         cfg.keep_fds.push(fd);
         inside.vsock = Some(expose_vsock_dir(&mut cfg, vsock)?);
     }
+    attach_taps(&mut cfg, &mut inside)?;
     Ok((cfg, inside))
 }
 
@@ -286,6 +287,20 @@ fn expose_vsock_dir(
         guest_cid: vsock.guest_cid,
         uds_path: Path::new(VSOCK_DIR_INSIDE).join(name),
     })
+}
+
+/// The jail's network namespace cannot see the host's taps: attach each one here, in the
+/// host's namespace, and hand the descriptor to the jailed VMM (kept across its fd cleanup).
+fn attach_taps(cfg: &mut JailConfig, inside: &mut VmConfig) -> Result<(), jail::JailError> {
+    use std::os::fd::IntoRawFd;
+    for net in &mut inside.net {
+        let tap = condo_vmm::net::Tap::open(&net.tap)
+            .map_err(|e| jail::JailError::InvalidConfig(format!("--net tap={}: {e}", net.tap)))?;
+        let fd = tap.into_fd().into_raw_fd();
+        cfg.keep_fds.push(fd);
+        net.tap_fd = Some(fd);
+    }
+    Ok(())
 }
 
 fn report_signal(sig: i32) {

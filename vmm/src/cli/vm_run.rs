@@ -6,6 +6,7 @@ use clap::Args;
 
 use condo_vmm::config::{Console, DiskConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use condo_vmm::host::pvm_override_set;
+use condo_vmm::net::NetConfig;
 use condo_vmm::{run_vm, RunOptions};
 
 /// Exit code when the VM could not start.
@@ -15,9 +16,9 @@ const EXIT_CANNOT_START: i32 = 1;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console, disks: [{path, read_only}], vsock: {guest_cid, uds_path}); the flags below are
-    /// then not allowed.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "vsock"])]
+    /// console, disks: [{path, read_only}], net: [{tap, mac}], vsock: {guest_cid, uds_path});
+    /// the flags below are then not allowed.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "net", "vsock"])]
     config: Option<PathBuf>,
     /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -46,6 +47,9 @@ pub struct RunArgs {
     /// PATH_P).
     #[arg(long, value_name = "cid=N,uds=PATH")]
     vsock: Option<VsockConfig>,
+    /// A virtio-net interface on host tap NAME (repeatable); the MAC is random when not given.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    net: Vec<NetConfig>,
     #[command(flatten)]
     jail: super::vm_jail::JailArgs,
 }
@@ -64,6 +68,7 @@ impl RunArgs {
             console: self.console,
             disks: self.disk,
             vsock: self.vsock,
+            net: self.net,
         })
     }
 }
