@@ -17,8 +17,6 @@ pub struct Cli {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-// Parsed once per process: boxing the big `vm run` flags would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
