@@ -481,3 +481,47 @@ fn zstd_layers_import() {
     );
     assert!(root.join("bin/tool").is_file());
 }
+
+#[test]
+fn rm_refuses_an_image_a_tenant_has_attached() {
+    let Some((env, image)) = env_with_one_image("in-use") else {
+        return;
+    };
+    let digest = sha256(&image.config);
+    let run = env.path("run");
+    let tenant = run.join("tenants/acme");
+    fs::create_dir_all(&tenant).unwrap();
+    let config = serde_json::json!({
+        "name": "acme", "isolation": "vm", "vcpus": 1, "memory_mib": 128,
+        "images": [{"digest": digest, "names": ["good:latest"], "fs_path": "/x", "fs_type": "erofs"}],
+        "created_unix": 0
+    });
+    fs::write(tenant.join("config.json"), config.to_string()).unwrap();
+    let rm = |reference: &str| {
+        let before = listing(&env.state());
+        let mut cmd: Command = common::condo();
+        cmd.env("CONDO_STATE_DIR", env.state())
+            .env("CONDO_RUN_DIR", &run)
+            .args(["image", "rm", reference]);
+        let out = common::run(cmd);
+        (out, before)
+    };
+    for reference in ["good", &digest] {
+        let (out, before) = rm(reference);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("in use by tenant acme") && err.contains(&digest),
+            "{err}"
+        );
+        assert_eq!(
+            listing(&env.state()),
+            before,
+            "rm {reference} changed the store"
+        );
+    }
+    fs::remove_dir_all(&tenant).unwrap();
+    let (out, _) = rm("good");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(env.records().is_empty());
+}

@@ -394,6 +394,16 @@ impl Store {
     /// Removes a name (and the image when it was its last name) or, given a digest, the image
     /// with all its names.
     pub fn remove(&self, reference: &str) -> Result<Removed> {
+        self.remove_unless_used(reference, &|_| None)
+    }
+
+    /// Like [`Store::remove`], but refuses (changing nothing) to delete an image for which
+    /// `user_of(digest)` names a user, e.g. a tenant that has it attached.
+    pub fn remove_unless_used(
+        &self,
+        reference: &str,
+        user_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Removed> {
         let _lock = self.lock()?;
         let mut names = self.names()?;
         let hex = self.resolve_hex(reference, &names)?;
@@ -413,6 +423,15 @@ impl Store {
             names.remove(n);
         }
         let image_removed = !names.values().any(|d| *d == digest);
+        if image_removed {
+            if let Some(user) = user_of(&digest) {
+                return Err(Error::InUse {
+                    reference: reference.to_string(),
+                    digest,
+                    user,
+                });
+            }
+        }
         names::save(&self.root.join(NAMES_FILE), &names)?;
         if image_removed {
             // Rename first so readers never see a half-deleted image.
