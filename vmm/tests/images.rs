@@ -49,6 +49,7 @@ impl Env {
     fn condo(&self, args: &[&str]) -> Output {
         let mut cmd: Command = common::condo();
         cmd.env("CONDO_STATE_DIR", self.state())
+            .env("CONDO_RUN_DIR", self.path("run"))
             .arg("image")
             .args(args);
         common::run(cmd)
