@@ -150,7 +150,7 @@ fn import(store: &Store, args: ImportArgs) -> anyhow::Result<()> {
         record.names.join(", ")
     };
     eprintln!(
-        "condo: imported {} ({names}): {}, {} in {:.1}s",
+        "condo: imported {} ({names}): {}, {} in {:.2} s",
         args.path.display(),
         record.fs_type,
         human_size(record.size),
