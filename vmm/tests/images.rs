@@ -49,6 +49,7 @@ impl Env {
     fn condo(&self, args: &[&str]) -> Output {
         let mut cmd: Command = common::condo();
         cmd.env("CONDO_STATE_DIR", self.state())
+            .env("CONDO_RUN_DIR", self.path("run"))
             .arg("image")
             .args(args);
         common::run(cmd)
@@ -208,12 +209,16 @@ fn oci_tar_and_docker_archive_of_one_image_are_stored_once() {
     };
     assert_eq!(images_on_disk(), 1);
 
-    env.ok(&[
+    // The same OCI tar, gzipped.
+    let oci_tar = fs::read(env.path("oci.tar")).unwrap();
+    fs::write(env.path("oci.tar.gz"), gzip(&oci_tar)).unwrap();
+    let d3 = env.ok(&[
         "import",
-        env.path("oci.tar").to_str().unwrap(),
+        env.path("oci.tar.gz").to_str().unwrap(),
         "--name",
         "other",
     ]);
+    assert_eq!(d1, d3);
     let out = env.ok(&["rm", "dock"]);
     assert!(
         out.contains("untagged: dock:latest") && !out.contains("deleted"),
@@ -476,4 +481,48 @@ fn zstd_layers_import() {
         b"from a zstd layer"
     );
     assert!(root.join("bin/tool").is_file());
+}
+
+#[test]
+fn rm_refuses_an_image_a_tenant_has_attached() {
+    let Some((env, image)) = env_with_one_image("in-use") else {
+        return;
+    };
+    let digest = sha256(&image.config);
+    let run = env.path("run");
+    let tenant = run.join("tenants/acme");
+    fs::create_dir_all(&tenant).unwrap();
+    let config = serde_json::json!({
+        "name": "acme", "isolation": "vm", "vcpus": 1, "memory_mib": 128,
+        "images": [{"digest": digest, "names": ["good:latest"], "fs_path": "/x", "fs_type": "erofs"}],
+        "created_unix": 0
+    });
+    fs::write(tenant.join("config.json"), config.to_string()).unwrap();
+    let rm = |reference: &str| {
+        let before = listing(&env.state());
+        let mut cmd: Command = common::condo();
+        cmd.env("CONDO_STATE_DIR", env.state())
+            .env("CONDO_RUN_DIR", &run)
+            .args(["image", "rm", reference]);
+        let out = common::run(cmd);
+        (out, before)
+    };
+    for reference in ["good", &digest] {
+        let (out, before) = rm(reference);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("in use by tenant acme") && err.contains(&digest),
+            "{err}"
+        );
+        assert_eq!(
+            listing(&env.state()),
+            before,
+            "rm {reference} changed the store"
+        );
+    }
+    fs::remove_dir_all(&tenant).unwrap();
+    let (out, _) = rm("good");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(env.records().is_empty());
 }

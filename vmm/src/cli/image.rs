@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use condo_vmm::images::{default_root, ImageRecord, Progress, Stage, Store};
+use condo_vmm::tenant::Tenant;
 
 /// Exit code of a failed image command.
 const EXIT_FAILED: i32 = 1;
@@ -24,7 +25,8 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// List stored images.
     Ls(LsArgs),
-    /// Remove a name (and the image when no name is left) or, given a digest, the image.
+    /// Remove a name (and the image when no name is left) or, given a digest, the image;
+    /// refused while a tenant has the image attached.
     Rm(RmArgs),
 }
 
@@ -65,7 +67,8 @@ pub fn run(command: ImageCommand) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("condo: {e:#}");
+            // Our errors already name their cause; `{e:#}` would print it twice.
+            eprintln!("condo: {e}");
             EXIT_FAILED
         }
     }
@@ -147,7 +150,7 @@ fn import(store: &Store, args: ImportArgs) -> anyhow::Result<()> {
         record.names.join(", ")
     };
     eprintln!(
-        "condo: imported {} ({names}): {}, {} in {:.1}s",
+        "condo: imported {} ({names}): {}, {} in {:.2} s",
         args.path.display(),
         record.fs_type,
         human_size(record.size),
@@ -189,8 +192,21 @@ fn ls_line(name: &str, r: &ImageRecord) -> String {
     )
 }
 
+/// The first tenant with the image `digest` attached (tenants that cannot be read are
+/// skipped: a broken run directory must not pin images forever).
+fn tenant_using(digest: &str) -> Option<String> {
+    Tenant::list().ok()?.into_iter().find_map(|tenant| {
+        let config = tenant.config().ok()?;
+        config
+            .images
+            .iter()
+            .any(|image| image.digest == digest)
+            .then(|| format!("tenant {}", tenant.name))
+    })
+}
+
 fn rm(store: &Store, args: RmArgs) -> anyhow::Result<()> {
-    let removed = store.remove(&args.reference)?;
+    let removed = store.remove_unless_used(&args.reference, &tenant_using)?;
     for name in &removed.names {
         println!("untagged: {name}");
     }

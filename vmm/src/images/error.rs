@@ -29,6 +29,16 @@ pub enum Error {
         /// Matching digests.
         candidates: Vec<String>,
     },
+    /// The image would be deleted while something still uses it.
+    #[error("image {digest} ({reference:?}) is in use by {user}: remove that first")]
+    InUse {
+        /// The reference as given.
+        reference: String,
+        /// The image.
+        digest: String,
+        /// Who uses it, e.g. `tenant acme`.
+        user: String,
+    },
     /// A name or tag is malformed.
     #[error("invalid image name {name:?}: {reason}")]
     InvalidName {

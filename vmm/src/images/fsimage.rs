@@ -94,7 +94,13 @@ pub fn build(fs_type: FsType, tool: &Path, dir: &Path, out: &Path) -> Result<u64
     match fs_type {
         // Uncompressed; keep each file's mtime as stored in the layers.
         FsType::Erofs => {
-            cmd.arg("--quiet").arg(out).arg(dir);
+            cmd.arg("--quiet");
+            // Unprivileged imports could not keep owners: the importing user's ids mean
+            // nothing inside a container, root does.
+            if !nix::unistd::Uid::effective().is_root() {
+                cmd.arg("--all-root");
+            }
+            cmd.arg(out).arg(dir);
         }
         FsType::Ext4 => {
             let size = ext4_size(dir)?;
@@ -127,7 +133,10 @@ pub fn build(fs_type: FsType, tool: &Path, dir: &Path, out: &Path) -> Result<u64
             stderr: tail,
         });
     }
-    let meta = std::fs::metadata(out).map_err(|e| Error::io("reading", out, e))?;
+    // On disk before the store renames it into place.
+    let file = std::fs::File::open(out).map_err(|e| Error::io("opening", out, e))?;
+    file.sync_all().map_err(|e| Error::io("syncing", out, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("reading", out, e))?;
     Ok(meta.len())
 }
 

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -99,6 +100,7 @@ pub fn apply<R: Read>(root: &Root, tar_stream: &mut R, layer: &str) -> Result<La
         layer,
         privileged: Uid::effective().is_root(),
         this_layer: HashSet::new(),
+        last_parent: None,
         dir_meta: Vec::new(),
         stats: LayerStats::default(),
     };
@@ -120,6 +122,10 @@ struct Applier<'a> {
     this_layer: HashSet<PathBuf>,
     /// Directory modes and mtimes, set after the layer so read-only dirs still take entries.
     dir_meta: Vec<(EntryPath, u32, u64)>,
+    /// The last parent directory opened: tars list a directory's entries together, so this
+    /// saves a walk from the root per entry. Dropped whenever something is removed, since a
+    /// removal may take a cached directory with it.
+    last_parent: Option<(Vec<OsString>, Rc<OwnedFd>)>,
     stats: LayerStats,
 }
 
@@ -242,38 +248,73 @@ impl Applier<'_> {
         }
     }
 
-    fn parent(&self, raw: &[u8], parents: &[OsString]) -> Result<OwnedFd> {
-        self.root
-            .open_dir(parents, true)
-            .map_err(|e| self.walk_error(raw, e))
+    fn parent(&mut self, raw: &[u8], parents: &[OsString]) -> Result<Rc<OwnedFd>> {
+        if let Some((cached, fd)) = &self.last_parent {
+            if cached.as_slice() == parents {
+                return Ok(Rc::clone(fd));
+            }
+        }
+        let fd = Rc::new(
+            self.root
+                .open_dir(parents, true)
+                .map_err(|e| self.walk_error(raw, e))?,
+        );
+        self.last_parent = Some((parents.to_vec(), Rc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// Removes what is at `parent/name` before an entry takes its place.
+    fn replace(
+        &mut self,
+        raw: &[u8],
+        parent: &OwnedFd,
+        name: &OsStr,
+        op: &'static str,
+    ) -> Result<()> {
+        let removed = remove_any(parent, name).map_err(|e| self.os(raw, op, e))?;
+        if removed {
+            self.last_parent = None;
+        }
+        Ok(())
+    }
+
+    fn bad_header(&self, raw: &[u8], e: std::io::Error) -> Error {
+        Error::Corrupt {
+            layer: self.layer.to_string(),
+            reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    /// Mode, owner, mtime and xattrs from the header and its PAX records.
+    fn meta<R: Read>(&self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
+        let pax = pax_records(entry).map_err(|e| Error::Corrupt {
+            layer: self.layer.to_string(),
+            reason: format!(
+                "entry {:?}: bad PAX header: {e}",
+                String::from_utf8_lossy(raw)
+            ),
+        })?;
+        let header = entry.header();
+        let bad_header = |e| self.bad_header(raw, e);
+        let old = header.as_old();
+        let id = |parsed, field: &[u8]| {
+            numeric(parsed, field).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        let meta = Meta {
+            mode: header.mode().map_err(bad_header)? & MODE_MASK,
+            uid: id(header.uid(), &old.uid).map_err(bad_header)?,
+            gid: id(header.gid(), &old.gid).map_err(bad_header)?,
+            mtime: numeric(header.mtime(), &old.mtime).map_err(bad_header)?,
+            xattrs: Vec::new(),
+        };
+        Ok(pax.apply(meta))
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let path = EntryPath::parse(&raw).map_err(|reason| self.unsafe_entry(&raw, reason))?;
-        let pax = pax_records(entry).map_err(|e| Error::Corrupt {
-            layer: self.layer.to_string(),
-            reason: format!(
-                "entry {:?}: bad PAX header: {e}",
-                String::from_utf8_lossy(&raw)
-            ),
-        })?;
+        let meta = self.meta(&raw, entry)?;
         let header = entry.header();
-        let bad_header = |e: std::io::Error| Error::Corrupt {
-            layer: self.layer.to_string(),
-            reason: format!("entry {:?}: bad header: {e}", String::from_utf8_lossy(&raw)),
-        };
-        let old = header.as_old();
-        let meta = Meta {
-            mode: header.mode().map_err(bad_header)? & MODE_MASK,
-            uid: u32::try_from(numeric(header.uid(), &old.uid).map_err(bad_header)?)
-                .unwrap_or(u32::MAX),
-            gid: u32::try_from(numeric(header.gid(), &old.gid).map_err(bad_header)?)
-                .unwrap_or(u32::MAX),
-            mtime: numeric(header.mtime(), &old.mtime).map_err(bad_header)?,
-            xattrs: Vec::new(),
-        };
-        let meta = pax.apply(meta);
         let kind = header.entry_type();
         self.stats.entries += 1;
         let Some((parents, name)) = path.split_last() else {
@@ -307,6 +348,7 @@ impl Applier<'_> {
             }
             T::Fifo => self.node(&raw, &parent, name, kind, 0, &meta),
             T::Char | T::Block => {
+                let bad_header = |e| self.bad_header(&raw, e);
                 let major = header.device_major().map_err(bad_header)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(bad_header)?.unwrap_or(0);
                 self.node(
@@ -332,7 +374,7 @@ impl Applier<'_> {
     ) -> Result<()> {
         let is_dir = matches!(kind_at(parent, name), Ok(Some(SFlag::S_IFDIR)));
         if !is_dir {
-            remove_any(parent, name).map_err(|e| self.os(raw, "replacing", e))?;
+            self.replace(raw, parent, name, "replacing")?;
             mkdirat(parent, name, Mode::from_bits_truncate(0o700))
                 .map_err(|e| self.os(raw, "mkdir", e))?;
         }
@@ -349,7 +391,7 @@ impl Applier<'_> {
         entry: &mut tar::Entry<'_, R>,
         meta: &Meta,
     ) -> Result<()> {
-        remove_any(parent, name).map_err(|e| self.os(raw, "replacing", e))?;
+        self.replace(raw, parent, name, "replacing")?;
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(parent, name, flags, Mode::from_bits_truncate(0o600))
@@ -400,7 +442,7 @@ impl Applier<'_> {
         if target.is_empty() {
             return Err(self.unsafe_entry(raw, "symlink with an empty target".to_string()));
         }
-        remove_any(parent, name).map_err(|e| self.os(raw, "replacing", e))?;
+        self.replace(raw, parent, name, "replacing")?;
         symlinkat(OsStr::from_bytes(target), parent, name)
             .map_err(|e| self.os(raw, "symlink", e))?;
         self.chown(raw, parent, name, meta)?;
@@ -436,7 +478,7 @@ impl Applier<'_> {
             }
             Err(e) => return Err(self.os(raw, "hardlink target", e)),
         }
-        remove_any(parent, name).map_err(|e| self.os(raw, "replacing", e))?;
+        self.replace(raw, parent, name, "replacing")?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink, never its target.
         linkat(&target_parent, target_name, parent, name, AtFlags::empty())
             .map_err(|e| self.os(raw, "hardlink", e))
@@ -456,7 +498,7 @@ impl Applier<'_> {
             tar::EntryType::Block => SFlag::S_IFBLK,
             _ => SFlag::S_IFIFO,
         };
-        remove_any(parent, name).map_err(|e| self.os(raw, "replacing", e))?;
+        self.replace(raw, parent, name, "replacing")?;
         match mknodat(parent, name, sflag, Mode::from_bits_truncate(0o600), dev) {
             Ok(()) => {}
             // Unprivileged imports cannot create devices; the runtime provides /dev anyway.
@@ -509,11 +551,12 @@ impl Applier<'_> {
         if self.this_layer.contains(&hidden_path) {
             return Ok(());
         }
-        remove_any(parent, hidden).map_err(|e| self.os(raw, "whiteout", e))
+        self.replace(raw, parent, hidden, "whiteout")
     }
 
     fn opaque(&mut self, raw: &[u8], parent: &OwnedFd, parents: &[OsString]) -> Result<()> {
         let dir: PathBuf = parents.iter().collect();
+        self.last_parent = None;
         prune_lower(parent, &dir, &self.this_layer).map_err(|e| self.os(raw, "opaque whiteout", e))
     }
 
@@ -597,18 +640,20 @@ fn child_names(dir: &mut Dir) -> Vec<OsString> {
 }
 
 /// Removes whatever is at `dir/name` (a whole tree for a directory); missing is fine.
-pub fn remove_any<Fd: AsFd>(dir: Fd, name: &OsStr) -> nix::Result<()> {
+/// Returns whether something was removed.
+pub fn remove_any<Fd: AsFd>(dir: Fd, name: &OsStr) -> nix::Result<bool> {
     match kind_at(&dir, name)? {
-        None => Ok(()),
+        None => return Ok(false),
         Some(SFlag::S_IFDIR) => {
             let mut sub = open_dir_for_listing(&dir, name)?;
             for child in child_names(&mut sub) {
                 remove_any(&sub, &child)?;
             }
-            unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+            unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
         }
-        Some(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir),
+        Some(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?,
     }
+    Ok(true)
 }
 
 /// Removes from the directory `dir` (at `path` in the root) everything this layer did not

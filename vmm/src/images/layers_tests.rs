@@ -327,3 +327,19 @@ fn pax_records_give_big_ids_mtimes_and_wanted_xattrs() {
     assert_eq!(get_xattr(&path, "user.condo").as_deref(), Some(&b"yes"[..]));
     assert_eq!(get_xattr(&path, "trusted.overlay.opaque"), None);
 }
+
+#[test]
+fn a_replaced_parent_is_not_reused_from_the_cache() {
+    let f = fixture();
+    let layer = tar_of(&[
+        E::Dir("a/b/", 0o755),
+        E::File("a/b/one", b"1", 0o644),
+        E::File("a", b"now a file", 0o644),
+        E::File("a/b/two", b"2", 0o644),
+    ]);
+    let err = apply_bytes(&f, &layer).unwrap_err().to_string();
+    assert!(
+        err.contains("\"a/b/two\"") && err.contains("not a directory"),
+        "{err}"
+    );
+}

@@ -207,11 +207,15 @@ impl Store {
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         let names = self.names()?;
-        let mut records = self
-            .hexes()?
-            .iter()
-            .map(|hex| self.load_record(hex, &names))
-            .collect::<Result<Vec<_>>>()?;
+        let mut records = Vec::new();
+        for hex in self.hexes()? {
+            match self.load_record(&hex, &names) {
+                Ok(record) => records.push(record),
+                // Removed since the directory was listed.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         records.sort_by(|a, b| b.created.cmp(&a.created).then(a.digest.cmp(&b.digest)));
         Ok(records)
     }
@@ -390,6 +394,16 @@ impl Store {
     /// Removes a name (and the image when it was its last name) or, given a digest, the image
     /// with all its names.
     pub fn remove(&self, reference: &str) -> Result<Removed> {
+        self.remove_unless_used(reference, &|_| None)
+    }
+
+    /// Like [`Store::remove`], but refuses (changing nothing) to delete an image for which
+    /// `user_of(digest)` names a user, e.g. a tenant that has it attached.
+    pub fn remove_unless_used(
+        &self,
+        reference: &str,
+        user_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Removed> {
         let _lock = self.lock()?;
         let mut names = self.names()?;
         let hex = self.resolve_hex(reference, &names)?;
@@ -409,6 +423,15 @@ impl Store {
             names.remove(n);
         }
         let image_removed = !names.values().any(|d| *d == digest);
+        if image_removed {
+            if let Some(user) = user_of(&digest) {
+                return Err(Error::InUse {
+                    reference: reference.to_string(),
+                    digest,
+                    user,
+                });
+            }
+        }
         names::save(&self.root.join(NAMES_FILE), &names)?;
         if image_removed {
             // Rename first so readers never see a half-deleted image.

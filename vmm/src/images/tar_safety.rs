@@ -119,79 +119,103 @@ impl Root {
     /// directories are created (mode 0755) when `create` is set. Relative symlinks are
     /// followed while they stay inside the root.
     pub fn open_dir(&self, components: &[OsString], create: bool) -> Result<OwnedFd, WalkError> {
-        let dup = |fd: &OwnedFd| open_dir_nofollow(fd, OsStr::new("."));
-        let root = dup(&self.fd).map_err(|e| WalkError::Os("opening the root", e))?;
-        let mut stack: Vec<(OwnedFd, OsString)> = vec![(root, OsString::new())];
-        let mut queue: VecDeque<OsString> = components.iter().cloned().collect();
-        let mut links = 0;
-        while let Some(name) = queue.pop_front() {
+        let root = open_dir_nofollow(&self.fd, OsStr::new("."))
+            .map_err(|e| WalkError::Os("opening the root", e))?;
+        let mut walk = Walk {
+            stack: vec![(root, OsString::new())],
+            queue: components.iter().cloned().collect(),
+            links: 0,
+        };
+        while let Some(name) = walk.queue.pop_front() {
             if name.is_empty() || name == "." {
                 continue;
             }
             if name == ".." {
                 // Only reached through a symlink target: EntryPath has no `..`.
-                if stack.len() == 1 {
+                if walk.stack.len() == 1 {
+                    let dots = || "..".to_string();
                     return Err(WalkError::Escapes {
-                        via: "..".into(),
-                        target: "..".into(),
+                        via: dots(),
+                        target: dots(),
                     });
                 }
-                stack.pop();
+                walk.stack.pop();
                 continue;
             }
-            let Some((top, _)) = stack.last() else {
-                return Err(WalkError::Loop);
-            };
-            let here = || -> String {
-                let mut p: std::path::PathBuf = stack.iter().map(|(_, n)| n.as_os_str()).collect();
-                p.push(&name);
-                p.display().to_string()
-            };
-            match fstatat(top, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-                    SFlag::S_IFDIR => {
-                        let fd = open_dir_nofollow(top, &name)
-                            .map_err(|e| WalkError::Os("opening a parent", e))?;
-                        stack.push((fd, name));
-                    }
-                    SFlag::S_IFLNK => {
-                        links += 1;
-                        if links > MAX_SYMLINKS {
-                            return Err(WalkError::Loop);
-                        }
-                        let target = readlinkat(top, name.as_os_str())
-                            .map_err(|e| WalkError::Os("reading a symlink", e))?;
-                        let bytes = target.as_bytes();
-                        let climbs_out =
-                            bytes.first() == Some(&b'/') || climbs_above(bytes, stack.len() - 1);
-                        if climbs_out {
-                            return Err(WalkError::Escapes {
-                                via: here(),
-                                target: target.to_string_lossy().into_owned(),
-                            });
-                        }
-                        for part in bytes.rsplit(|&b| b == b'/') {
-                            queue.push_front(OsStr::from_bytes(part).to_os_string());
-                        }
-                    }
-                    _ => return Err(WalkError::NotADirectory(here())),
-                },
-                Err(Errno::ENOENT) if create => {
-                    match mkdirat(top, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(WalkError::Os("creating a parent", e)),
-                    }
-                    let fd = open_dir_nofollow(top, &name)
-                        .map_err(|e| WalkError::Os("opening a parent", e))?;
-                    stack.push((fd, name));
-                }
-                Err(e) => return Err(WalkError::Os("looking up a parent", e)),
-            }
+            walk.step(name, create)?;
         }
-        stack
+        walk.stack
             .pop()
             .map(|(fd, _)| fd)
             .ok_or(WalkError::Os("opening the root", Errno::ENOENT))
+    }
+}
+
+/// A walk from the root: the directories entered (fd and name), the components left.
+struct Walk {
+    stack: Vec<(OwnedFd, OsString)>,
+    queue: VecDeque<OsString>,
+    links: usize,
+}
+
+impl Walk {
+    /// The path of `name` in the current directory, for messages.
+    fn path_of(&self, name: &OsStr) -> String {
+        let mut p: std::path::PathBuf = self.stack.iter().map(|(_, n)| n.as_os_str()).collect();
+        p.push(name);
+        p.display().to_string()
+    }
+
+    /// Enters `name` in the current directory: a directory, a symlink (its target's
+    /// components are walked next) or, with `create`, a new directory.
+    fn step(&mut self, name: OsString, create: bool) -> Result<(), WalkError> {
+        let Some((top, _)) = self.stack.last() else {
+            return Err(WalkError::Loop);
+        };
+        let kind = match fstatat(top, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT,
+            Err(Errno::ENOENT) if create => {
+                match mkdirat(top, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => SFlag::S_IFDIR,
+                    Err(e) => return Err(WalkError::Os("creating a parent", e)),
+                }
+            }
+            Err(e) => return Err(WalkError::Os("looking up a parent", e)),
+        };
+        match kind {
+            SFlag::S_IFDIR => {
+                let fd = open_dir_nofollow(top, &name)
+                    .map_err(|e| WalkError::Os("opening a parent", e))?;
+                self.stack.push((fd, name));
+                Ok(())
+            }
+            SFlag::S_IFLNK => self.follow(&name),
+            _ => Err(WalkError::NotADirectory(self.path_of(&name))),
+        }
+    }
+
+    /// Queues the target of the symlink `name` unless it leads out of the root.
+    fn follow(&mut self, name: &OsStr) -> Result<(), WalkError> {
+        self.links += 1;
+        if self.links > MAX_SYMLINKS {
+            return Err(WalkError::Loop);
+        }
+        let Some((top, _)) = self.stack.last() else {
+            return Err(WalkError::Loop);
+        };
+        let target = readlinkat(top, name).map_err(|e| WalkError::Os("reading a symlink", e))?;
+        let bytes = target.as_bytes();
+        if bytes.first() == Some(&b'/') || climbs_above(bytes, self.stack.len() - 1) {
+            return Err(WalkError::Escapes {
+                via: self.path_of(name),
+                target: target.to_string_lossy().into_owned(),
+            });
+        }
+        for part in bytes.rsplit(|&b| b == b'/') {
+            self.queue
+                .push_front(OsStr::from_bytes(part).to_os_string());
+        }
+        Ok(())
     }
 }
 
