@@ -94,7 +94,7 @@ left=$(ps -eo args | grep -c "[t]enants/tenant-a/")
 [ "$left" = 0 ] || fail "$left processes of tenant-a remain"
 
 # A VMM that dies: reported dead, then cleaned up.
-pid=$(cat "$CONDO_RUN_DIR/tenants/tenant-b/vmm.pid")
+pid=$(cut -d" " -f1 "$CONDO_RUN_DIR/tenants/tenant-b/vmm.pid")  # PID START_TIME
 kill -KILL "$pid"
 waited=0
 until condo tenant ls | grep -q "^tenant-b .* dead "; do

@@ -235,9 +235,12 @@ fn a_dead_supervisor_is_reported_and_cleaned_up() {
     env.ok(&[
         "run", "-d", "--tenant", "doomed", "--name", &name, "busybox", "sleep", "1000",
     ]);
+    // vmm.pid: "PID START_TIME".
     let pid: i32 = std::fs::read_to_string(env.tenant_dir("doomed").join("vmm.pid"))
         .unwrap()
-        .trim()
+        .split_whitespace()
+        .next()
+        .unwrap()
         .parse()
         .unwrap();
     nix::sys::signal::kill(

@@ -4,7 +4,7 @@
 //! | file | what |
 //! |---|---|
 //! | `config.json` | what the tenant was created with ([`TenantConfig`]) |
-//! | `vmm.pid` | pid of the supervisor: the VMM (`vm`) or the host agent (`process`) |
+//! | `vmm.pid` | `PID START_TIME` of the supervisor: the VMM (`vm`) or the host agent (`process`) |
 //! | `vsock.sock` | `vm`: the VMM's virtio-vsock socket (`CONNECT 1024` reaches the agent) |
 //! | `agent.sock` | `process`: the host agent's Unix socket |
 //! | `control.sock` | `vm`: the VMM's control socket (`status`, `stop`; see `condo_vmm::control`) |
@@ -299,35 +299,38 @@ impl Tenant {
         fs::rename(&tmp, &path).map_err(io_error("cannot rename into", &path))
     }
 
-    /// The supervisor's pid, from vmm.pid.
+    /// The supervisor's pid, from vmm.pid (`PID START_TIME`).
     pub fn pid(&self) -> Option<i32> {
-        fs::read_to_string(self.path("vmm.pid"))
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
+        self.pid_record().map(|(pid, _)| pid)
     }
 
+    fn pid_record(&self) -> Option<(i32, Option<u64>)> {
+        let text = fs::read_to_string(self.path("vmm.pid")).ok()?;
+        let mut words = text.split_whitespace();
+        let pid = words.next()?.parse().ok()?;
+        Some((pid, words.next().and_then(|w| w.parse().ok())))
+    }
+
+    /// Writes vmm.pid: the pid and its start time (so that a recycled pid is not taken for
+    /// the supervisor).
+    pub(crate) fn write_pid(&self, pid: i32) -> Result<()> {
+        let path = self.path("vmm.pid");
+        let start = process_start_time(pid)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        fs::write(&path, format!("{pid} {start}\n")).map_err(io_error("cannot write", &path))
+    }
+
+    /// Running while the recorded process lives (and is not a zombie), with the start time
+    /// recorded when it was spawned.
     pub fn liveness(&self) -> Liveness {
-        match self.pid() {
+        match self.pid_record() {
             None => Liveness::Starting,
-            Some(pid) if self.is_our_supervisor(pid) => Liveness::Running,
-            Some(_) => Liveness::Dead,
+            Some((pid, start)) => match process_start_time(pid) {
+                Some(now) if start.is_none_or(|start| start == now) => Liveness::Running,
+                _ => Liveness::Dead,
+            },
         }
-    }
-
-    /// The process `pid` exists and was started for this tenant (its command line names the
-    /// run directory), so a recycled pid is not taken for the supervisor.
-    fn is_our_supervisor(&self, pid: i32) -> bool {
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-            return false;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // A zombie is as good as gone.
-        let state = stat
-            .rsplit_once(") ")
-            .map(|(_, rest)| rest.starts_with('Z'));
-        state == Some(false) && self.named_in(&cmdline)
     }
 
     /// A NUL-separated command line names a file of this tenant's run directory.
@@ -428,6 +431,20 @@ impl Tenant {
             error: Box::new(source),
         }
     }
+}
+
+/// Start time (field 22 of /proc/PID/stat, clock ticks after boot) of a live, non-zombie
+/// process.
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which may itself hold spaces and parentheses;
+    // they start at field 3 (state), so field 22 is at index 19.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 /// Creates the run directory of a new tenant (failing when it exists) and writes its config.

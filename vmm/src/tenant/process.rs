@@ -4,7 +4,7 @@
 //! dies the kernel kills every process of the namespace, the tenant's containers included, and
 //! its mounts (the loop-mounted images) go with the mount namespace.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -72,8 +72,7 @@ pub fn spawn_process_supervisor(tenant: &Tenant) -> Result<i32> {
         source,
     })?;
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-    let pid_file = tenant.path("vmm.pid");
-    fs::write(&pid_file, format!("{pid}\n")).map_err(io_error("cannot write", &pid_file))?;
+    tenant.write_pid(pid)?;
     // The child is not waited for: it outlives this CLI (and is reaped by init).
     drop(child);
     Ok(pid)

@@ -3,7 +3,6 @@
 //! the agent's initramfs, its image disks (read-only, /dev/vda... in order) and a vsock device
 //! whose host side is the tenant's `vsock.sock`.
 
-use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -114,8 +113,7 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
         source,
     })?;
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-    let pid_file = tenant.path("vmm.pid");
-    fs::write(&pid_file, format!("{pid}\n")).map_err(io_error("cannot write", &pid_file))?;
+    tenant.write_pid(pid)?;
     drop(child);
     Ok(pid)
 }
