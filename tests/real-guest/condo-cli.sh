@@ -107,6 +107,7 @@ case "$err" in *dead*) ;; *) fail "run on a dead tenant: '$err'" ;; esac
 condo tenant rm tenant-b >"$T/rm-b.out" 2>&1 || { cat "$T/rm-b.out"; fail "tenant rm of the dead tenant failed"; }
 [ ! -e "$CONDO_RUN_DIR/tenants/tenant-b" ] || fail "dead tenant-b's run directory remains"
 [ ! -e /srv/condo/jail/tenant-b ] || fail "dead tenant-b's jail remains"
+[ ! -e /sys/fs/cgroup/condo/tenant-b ] || fail "dead tenant-b's jail cgroup remains"
 left=$(ps -eo args | grep -c "[t]enants/tenant-b/")
 [ "$left" = 0 ] || fail "$left processes of tenant-b remain"
 pass "two tenant VMs: run, exec, logs, stop, ps, isolation, tenant rm leaves nothing, a killed VMM reported dead and cleaned up"

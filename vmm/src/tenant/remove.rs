@@ -165,7 +165,8 @@ fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A VMM killed with SIGKILL leaves its jail directory (and cgroup) behind.
+/// A VMM killed with SIGKILL leaves its jail directory, its cgroup and its uid behind (the
+/// jail's keeper, which removes them on a normal exit, died with it).
 fn remove_vmm_jail(name: &str) {
     let jail = Path::new(crate::jail::config::DEFAULT_BASE_DIR).join(name);
     if jail.exists() {
@@ -174,6 +175,23 @@ fn remove_vmm_jail(name: &str) {
                 "condo: warning: cannot remove jail {}: {err}",
                 jail.display()
             );
+        }
+    }
+    let cgroup = Path::new(crate::jail::config::DEFAULT_CGROUP_ROOT)
+        .join("condo")
+        .join(name);
+    if cgroup.exists() {
+        if let Err(err) = remove_cgroup_dir(&cgroup) {
+            eprintln!(
+                "condo: warning: cannot remove cgroup {}: {err}",
+                cgroup.display()
+            );
+        }
+    }
+    let uids = Path::new(crate::jail::config::DEFAULT_BASE_DIR).join("uids");
+    if uids.exists() {
+        if let Err(err) = crate::jail::uid_alloc::release(&uids, name) {
+            eprintln!("condo: warning: cannot release the uid of tenant {name}: {err}");
         }
     }
 }
