@@ -67,12 +67,13 @@ pub struct RunArgs {
     /// Guest kernel of a tenant this run creates (default $CONDO_KERNEL).
     #[arg(long, value_name = "PATH")]
     kernel: Option<std::path::PathBuf>,
-    /// The container's network: own (a network namespace of its own, loopback only) or vm
-    /// (share the VM's eth0: what published ports reach).
+    /// The container's network: own (a network namespace of its own; in a tenant with a
+    /// network, a routed veth to the VM and an address of the tenant's block, else loopback
+    /// only) or vm (share the VM's eth0).
     #[arg(long, value_name = "own|vm", default_value = "own", value_parser = ["own", "vm"])]
     network: String,
-    /// Publish the container's PORT on the host's HOSTPORT (repeatable; needs --network vm;
-    /// a tenant this run creates gets a network).
+    /// Publish the container's PORT on the host's HOSTPORT (repeatable; the tenant needs a
+    /// network: a tenant this run creates gets one).
     #[arg(short = 'p', long = "publish", value_name = "HOSTPORT:PORT[/tcp|udp]")]
     publish: Vec<condo_vmm::net::PortSpec>,
     /// Image: name[:tag] or digest (prefix) in the store.
