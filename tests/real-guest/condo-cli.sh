@@ -95,6 +95,9 @@ left=$(ps -eo args | grep -c "[t]enants/tenant-a/")
 
 # A VMM that dies: reported dead, then cleaned up.
 pid=$(cut -d" " -f1 "$CONDO_RUN_DIR/tenants/tenant-b/vmm.pid")  # PID START_TIME
+# The tenant's VMM is the lean condo-vmm shipped beside condo.
+vmm_cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline")
+case "$vmm_cmd" in */condo-vmm\ --kernel*) ;; *) fail "tenant-b's VMM is not condo-vmm: $vmm_cmd" ;; esac
 kill -KILL "$pid"
 waited=0
 until condo tenant ls | grep -q "^tenant-b .* dead "; do

@@ -26,6 +26,17 @@ pub use builder::{run_vm, RunOptions};
 pub use config::VmConfig;
 pub use runner::VmExit;
 
+/// Exit code of a binary whose command line clap refused, after printing clap's message: 0 for
+/// `--help` and `--version`, else 1, since bad usage is a "could not start" like any bad input.
+pub fn usage_exit_code(error: &clap::Error) -> i32 {
+    let _ = error.print();
+    if error.use_stderr() {
+        1
+    } else {
+        0
+    }
+}
+
 /// Why a VM could not be started (or its run loop failed).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -318,3 +318,26 @@ fn read_only_disk_the_jailed_vmm_cannot_read() {
         ],
     );
 }
+
+#[test]
+fn condo_vmm_is_vm_run_with_the_same_checks() {
+    // The lean binary tenants run: same flags, same errors, same exit codes as `condo vm run`.
+    let vmm = std::process::Command::new(env!("CARGO_BIN_EXE_condo-vmm"))
+        .args(["--kernel", "/proc/self/exe", "--vcpus", "33"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&vmm.stderr);
+    assert_eq!(vmm.status.code(), Some(1), "{err}");
+    assert!(err.contains("--vcpus 33"), "{err}");
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_condo-vmm"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(1));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_condo-vmm"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--vsock"));
+}
