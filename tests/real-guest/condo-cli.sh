@@ -18,26 +18,9 @@ case "$help" in *--vsock*--disk*|*--disk*--vsock*) ;; *) skip "condo vm run lack
 "$CONDO_BIN_DIR/condo" tenant --help >/dev/null 2>&1 || skip "condo has no tenant command"
 command -v mkfs.erofs >/dev/null 2>&1 || fail "no mkfs.erofs (erofs-utils; listed in host-tools)"
 
-T=$CONDO_TEST_TMP
-chmod 755 "$T"
-export CONDO_RUN_DIR="$T/run" CONDO_STATE_DIR="$T/state" CONDO_CACHE="$T/cache"
-export CONDO_KERNEL="$CONDO_KERNEL_DIR/vmlinux" CONDO_AGENT="$CONDO_BIN_DIR/condo-agent"
-awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { f = 1 } END { exit !f }' /proc/mounts ||
-    export CONDO_JAIL_NO_CGROUP=1
-condo() { "$CONDO_BIN_DIR/condo" "$@"; }
-dump() {
-    for d in "$CONDO_RUN_DIR"/tenants/*; do
-        [ -d "$d" ] || continue
-        note "console of $(basename "$d"):"; tr -d '\r' <"$d/console.log" 2>/dev/null | tail -n 30
-        note "vmm log of $(basename "$d"):"; tail -n 20 "$d/vmm.log" 2>/dev/null
-    done
-}
-cleanup() {
-    for d in "$CONDO_RUN_DIR"/tenants/*; do
-        [ -d "$d" ] && condo tenant rm --force "$(basename "$d")" >/dev/null 2>&1
-    done
-}
-trap cleanup EXIT
+condo_cli_env
+dump() { dump_tenants 30; }
+trap remove_tenants EXIT
 
 rootfs=$T/rootfs
 busybox=$(static_busybox)

@@ -73,11 +73,7 @@ reboot -f
 INIT
 make_initramfs "$T/init.cpio.gz" "$T/init"
 
-if awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { f = 1 } END { exit !f }' /proc/mounts; then
-    jail_cgroup=""
-else
-    jail_cgroup="--jail-no-cgroup"
-fi
+jail_cgroup=$(jail_cgroup_flag)
 chmod 755 "$T"
 log=$T/console.log
 timeout -s KILL 240 "$condo" vm run --kernel "$CONDO_KERNEL_DIR/vmlinux" \

@@ -27,9 +27,43 @@ require_kvm() {
 }
 
 # A pure cgroup v2 hierarchy at /sys/fs/cgroup (busybox `stat -f` cannot tell, /proc/mounts can).
+has_cgroup2() {
+    awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { found = 1 } END { exit !found }' /proc/mounts
+}
 require_cgroup2() {
-    awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { found = 1 } END { exit !found }' \
-        /proc/mounts || skip "no cgroup2 hierarchy mounted at /sys/fs/cgroup"
+    has_cgroup2 || skip "no cgroup2 hierarchy mounted at /sys/fs/cgroup"
+}
+
+# The flag a jailed `condo vm run` needs on this host: none with cgroup v2, else the opt-out.
+jail_cgroup_flag() {
+    has_cgroup2 || echo "--jail-no-cgroup"
+}
+
+# For tests of the condo CLI: state under $CONDO_TEST_TMP, the test's kernel and agent, the
+# jail's cgroup opt-out where there is no cgroup v2, and `condo` for the static binary.
+condo_cli_env() {
+    T=$CONDO_TEST_TMP
+    chmod 755 "$T"
+    export CONDO_RUN_DIR="$T/run" CONDO_STATE_DIR="$T/state" CONDO_CACHE="$T/cache"
+    export CONDO_KERNEL="$CONDO_KERNEL_DIR/vmlinux" CONDO_AGENT="$CONDO_BIN_DIR/condo-agent"
+    has_cgroup2 || export CONDO_JAIL_NO_CGROUP=1
+}
+condo() { "$CONDO_BIN_DIR/condo" "$@"; }
+
+# The console and VMM log tails of every tenant (LINES lines of console, default 30).
+dump_tenants() {
+    for d in "$CONDO_RUN_DIR"/tenants/*; do
+        [ -d "$d" ] || continue
+        note "console of $(basename "$d"):"; tr -d '\r' <"$d/console.log" 2>/dev/null | tail -n "${1:-30}"
+        note "vmm log of $(basename "$d"):"; tail -n 20 "$d/vmm.log" 2>/dev/null
+    done
+}
+
+# Removes every tenant the test made (for an EXIT trap).
+remove_tenants() {
+    for d in "$CONDO_RUN_DIR"/tenants/*; do
+        [ -d "$d" ] && condo tenant rm --force "$(basename "$d")" >/dev/null 2>&1
+    done
 }
 
 # Path of a static busybox to put into guest initramfs images.

@@ -20,25 +20,13 @@ NFT=$(command -v /usr/sbin/nft || command -v /sbin/nft) || skip "no nft (tests/r
 export PATH="/usr/sbin:/sbin:$PATH"
 "$NFT" list ruleset >/dev/null 2>&1 || skip "nftables does not work here"
 
-T=$CONDO_TEST_TMP
-chmod 755 "$T"
-export CONDO_RUN_DIR="$T/run" CONDO_STATE_DIR="$T/state" CONDO_CACHE="$T/cache"
-export CONDO_KERNEL="$CONDO_KERNEL_DIR/vmlinux" CONDO_AGENT="$CONDO_BIN_DIR/condo-agent"
-awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { f = 1 } END { exit !f }' /proc/mounts ||
-    export CONDO_JAIL_NO_CGROUP=1
-condo() { "$CONDO_BIN_DIR/condo" "$@"; }
+condo_cli_env
 dump() {
-    for d in "$CONDO_RUN_DIR"/tenants/*; do
-        [ -d "$d" ] || continue
-        note "console of $(basename "$d"):"; tr -d '\r' <"$d/console.log" 2>/dev/null | tail -n 20
-        note "vmm log of $(basename "$d"):"; tail -n 10 "$d/vmm.log" 2>/dev/null
-    done
+    dump_tenants 20
     note "ruleset:"; "$NFT" list ruleset
 }
 cleanup() {
-    for d in "$CONDO_RUN_DIR"/tenants/*; do
-        [ -d "$d" ] && condo tenant rm --force "$(basename "$d")" >/dev/null 2>&1
-    done
+    remove_tenants
     "$IP" netns del outside 2>/dev/null
     kill "$OUT_HTTPD" 2>/dev/null
 }

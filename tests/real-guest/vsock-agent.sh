@@ -19,11 +19,7 @@ case "$help" in *--disk*) ;; *) skip "condo vm run has no --disk (virtio-blk) ye
 command -v mkfs.erofs >/dev/null 2>&1 || fail "no mkfs.erofs (erofs-utils; listed in host-tools)"
 agent=$CONDO_BIN_DIR/condo-agent
 [ -x "$agent" ] || fail "no static condo-agent at $agent"
-if awk '$2 == "/sys/fs/cgroup" && $3 == "cgroup2" { f = 1 } END { exit !f }' /proc/mounts; then
-    jail_cgroup=""
-else
-    jail_cgroup="--jail-no-cgroup"
-fi
+jail_cgroup=$(jail_cgroup_flag)
 
 T=$CONDO_TEST_TMP
 # The image disk: busybox and its applets, and a marker file to recognise it by.
