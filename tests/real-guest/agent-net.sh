@@ -100,6 +100,6 @@ until got=$(timeout 5 wget -q -O - "http://$GW:8080/" 2>/dev/null) && [ -n "$got
     sleep 0.5
 done
 [ "$got" = "served-by-a-container-$nonce" ] || fail "published port: got '$got'"
-kill "$VM_PID"; wait "$VM_PID"; VM_PID=
+stop_bounded "$VM_PID"; VM_PID=
 "$CONDO" net down --index 3 || fail "condo net down"
 pass "agent configured eth0 ($GUEST via $GW) and resolv.conf; a --network vm container's httpd answered on host port 8080; an own-netns container: $own"

@@ -135,5 +135,30 @@ boot_guest() {
     return $rc
 }
 
+# wait_bounded PID SECS: waits up to SECS seconds for PID (a child of this shell) to end and
+# returns its exit status; after SECS it is killed with SIGKILL and 124 is returned. A test
+# never waits on a VMM without a bound: a stuck one must fail the test, not hang the suite.
+wait_bounded() {
+    pid=$1 left=$(($2 * 10))
+    # kill -0 succeeds on a zombie too: look at the state instead.
+    while [ -d "/proc/$pid" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; do
+        if [ "$left" -le 0 ]; then
+            note "pid $pid still running after ${2}s: killing it"
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid"
+            return 124
+        fi
+        sleep 0.1
+        left=$((left - 1))
+    done
+    wait "$pid"
+}
+
+# stop_bounded PID...: SIGTERM, then up to 30 s for each to end (then SIGKILL, see above).
+stop_bounded() {
+    kill -TERM "$@" 2>/dev/null
+    for p in "$@"; do wait_bounded "$p" 30 >/dev/null; done
+}
+
 # Seconds since boot of the machine running the test, centisecond resolution (busybox has no %N).
 uptime_seconds() { cut -d' ' -f1 /proc/uptime; }

@@ -139,7 +139,7 @@ got=$(timeout 10 wget -q -O - "http://$B_IP:80/") || true
 [ "$got" = b-page ] || fail "the host cannot reach tenant B's guest: got '$got'"
 
 trap cleanup EXIT
-kill "$A_PID" "$B_PID"; wait "$A_PID"; wait "$B_PID"; A_PID= B_PID=
+stop_bounded "$A_PID" "$B_PID"; A_PID= B_PID=
 "$CONDO" net down --index 1 || fail "condo net down --index 1"
 "$CONDO" net down --index 2 || fail "condo net down --index 2"
 "$CONDO" net down --index 2 || fail "condo net down is not idempotent"

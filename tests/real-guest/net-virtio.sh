@@ -68,7 +68,7 @@ got_rx=$(echo "$lines" | sed -n "s/^$MARKER rx=//p")
 [ "$got_rx" = "$RX_SUM" ] || { show; fail "RX: the guest got md5 $got_rx, the host sent $RX_SUM"; }
 want_tx=$(echo "$lines" | sed -n "s/^$MARKER tx=//p")
 exec 3>&-
-wait "$NC_PID"
+wait_bounded "$NC_PID" 60 >/dev/null || true
 got_tx="$(wc -c <"$CONDO_TEST_TMP/tx.received") $(md5sum <"$CONDO_TEST_TMP/tx.received" | cut -d' ' -f1)"
 [ -n "$want_tx" ] && [ "$got_tx" = "$want_tx" ] || { show; fail "TX: the host got md5 '$got_tx', the guest sent '$want_tx'"; }
 pass "ping, 2 MiB each way intact, MAC $MAC, jailed VMM; exec to exit ${took}s"

@@ -44,7 +44,7 @@ mkfifo "$IN" || fail "mkfifo $IN"
 CONDO_PID=$!
 exec 3>"$IN" # the guest's console input stays open until the test writes its line
 # On failure, SIGTERM lets condo end the jail and remove it.
-trap 'kill -TERM "$CONDO_PID" 2>/dev/null; wait "$CONDO_PID"' EXIT
+trap 'stop_bounded "$CONDO_PID"' EXIT
 
 # Bounded wait for the guest's marker (busybox has no inotify tool: poll the output file).
 waited=0
@@ -95,10 +95,10 @@ done
 
 echo "go" >&3
 exec 3>&-
-wait "$CONDO_PID"
+wait_bounded "$CONDO_PID" 120
 rc=$?
 trap - EXIT
-[ "$rc" -eq 0 ] || { tail -n 20 "$ERR"; fail "condo exited $rc, want 0 after the guest's reset"; }
+[ "$rc" -eq 0 ] || { tail -n 20 "$OUT" "$ERR"; fail "condo exited $rc, want 0 after the guest's reset"; }
 grep -q "$MARKER got go" "$OUT" || fail "the guest did not get its line"
 [ ! -d "$CG" ] || fail "the cgroup $CG was left behind"
 [ ! -d "$BASE/$ID" ] || fail "the jail directory $BASE/$ID was left behind"

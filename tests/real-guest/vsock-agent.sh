@@ -76,7 +76,7 @@ log=$T/console.log
     --vsock "cid=3,uds=$uds" --jail-base "$T/jail" --jail-id "rg-vsock-$$" $jail_cgroup \
     </dev/null >"$T/condo.out" 2>&1 &
 CONDO_PID=$!
-trap 'kill -TERM "$CONDO_PID" "$HOST_AGENT" 2>/dev/null; wait "$CONDO_PID"' EXIT
+trap 'stop_bounded "$CONDO_PID" "$HOST_AGENT"' EXIT
 dump() {
     note "condo:"; tail -n 20 "$T/condo.out"
     note "guest console:"; tr -d '\r' <"$log" | tail -n 40
@@ -126,7 +126,7 @@ tr -d '\r' <"$log" | grep -q "^@@guest-connect rc=0@@ $nonce" ||
     { dump; fail "guest-initiated connection to ${uds}_5555 failed"; }
 
 kill -TERM "$CONDO_PID"
-wait "$CONDO_PID"
+wait_bounded "$CONDO_PID" 60 >/dev/null || true
 trap 'kill -TERM "$HOST_AGENT" 2>/dev/null' EXIT
 [ ! -e "$uds" ] || fail "vsock socket $uds left behind after condo exited"
 pass "agent over jailed vsock: ping, container from the erofs disk (stdout, exit 7), RST on a closed port, 16 concurrent streams, guest→host ${uds##*/}_5555"
