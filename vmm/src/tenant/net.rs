@@ -3,8 +3,10 @@
 //! and rules through condo_vmm::net, and its published ports (`ports.json` in its run
 //! directory, one entry per container port; the host's rules are rebuilt from it).
 
+use std::fs::File;
 use std::net::Ipv4Addr;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, run_root, Result, Tenant, TenantError};
@@ -109,6 +111,7 @@ pub fn publish(
         )));
     };
     let addrs = net.addrs()?;
+    let _lock = lock_net_state(tenant)?;
     let mut records = read_ports(tenant)?;
     records.retain(|r| r.container != container);
     records.extend(specs.iter().map(|spec| PortRecord {
@@ -139,6 +142,7 @@ pub fn assign_address(tenant: &Tenant, container: &str) -> Result<Option<Ipv4Add
         return Ok(None);
     };
     let addrs = net.addrs()?;
+    let _lock = lock_net_state(tenant)?;
     let mut taken = read_addresses(tenant)?;
     let free = (0..)
         .map_while(|n| addrs.container(n).ok())
@@ -157,11 +161,25 @@ pub fn assign_address(tenant: &Tenant, container: &str) -> Result<Option<Ipv4Add
 
 /// Frees `container`'s address.
 pub fn release_address(tenant: &Tenant, container: &str) -> Result<()> {
+    let _lock = lock_net_state(tenant)?;
     let mut taken = read_addresses(tenant)?;
     if taken.remove(container).is_some() {
         write_addresses(tenant, &taken)?;
     }
     Ok(())
+}
+
+/// Held while `ports.json` or `addresses.json` is read, changed and written: two `condo run`
+/// in one tenant at once must not hand out one address twice or lose a published port.
+fn lock_net_state(tenant: &Tenant) -> Result<Flock<File>> {
+    let path = tenant.path("net.lock");
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error("cannot open", &path))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io_error("cannot lock", &path)(errno.into()))
 }
 
 type Addresses = std::collections::BTreeMap<String, Ipv4Addr>;
@@ -183,4 +201,62 @@ fn write_addresses(tenant: &Tenant, taken: &Addresses) -> Result<()> {
     let path = tenant.path("addresses.json");
     let text = serde_json::to_string_pretty(taken).unwrap_or_default();
     std::fs::write(&path, text).map_err(io_error("cannot write", &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{Isolation, TenantConfig};
+
+    fn tenant_with_net(dir: &std::path::Path) -> Tenant {
+        let tenant = Tenant {
+            name: "acme".into(),
+            dir: dir.to_path_buf(),
+        };
+        let config = TenantConfig {
+            name: "acme".into(),
+            isolation: Isolation::Vm,
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: None,
+            initrd: None,
+            images: vec![],
+            net: Some(TenantNet {
+                index: 5,
+                dns: Ipv4Addr::new(192, 0, 2, 53),
+            }),
+            created_unix: 0,
+        };
+        tenant.write_config(&config).unwrap();
+        tenant
+    }
+
+    #[test]
+    fn concurrent_runs_get_distinct_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = tenant_with_net(dir.path());
+        let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let got: Vec<Ipv4Addr> = std::thread::scope(|s| {
+            let handles: Vec<_> = names
+                .iter()
+                .map(|name| s.spawn(|| assign_address(&tenant, name).unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: std::collections::BTreeSet<_> = got.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            names.len(),
+            "addresses handed out twice: {got:?}"
+        );
+        // All of them were recorded, and releasing one frees exactly it.
+        assert_eq!(read_addresses(&tenant).unwrap().len(), names.len());
+        release_address(&tenant, "c3").unwrap();
+        let again = assign_address(&tenant, "c9").unwrap().unwrap();
+        assert_eq!(
+            again, got[3],
+            "the lowest free address is the one c3 gave back"
+        );
+        assert!(!read_addresses(&tenant).unwrap().contains_key("c3"));
+    }
 }
