@@ -72,6 +72,14 @@ fn triple_fault_exits_3_with_reason() {
         "{}",
         stderr(&out)
     );
+    // Where the guest died, for whoever debugs it: it was in 64-bit mode (EFER.LMA).
+    let err = stderr(&out);
+    let efer = err
+        .split("EFER=0x")
+        .nth(1)
+        .and_then(|rest| u64::from_str_radix(rest.trim_end(), 16).ok());
+    assert!(err.contains("RIP=0x"), "{err}");
+    assert_eq!(efer.map(|e| e & 0x400), Some(0x400), "{err}");
 }
 
 #[test]

@@ -109,8 +109,12 @@ mod tests {
     #[test]
     fn ioctl_numbers_in_the_allowlist_are_right() {
         vmm_sys_util::ioctl_io_nr!(KVM_RUN, 0xAE, 0x80);
+        vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, 0xAE, 0x81, kvm_bindings::kvm_regs);
+        vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, 0xAE, 0x83, kvm_bindings::kvm_sregs);
         let expected = [
             ("KVM_RUN", u64::from(KVM_RUN() as u32)),
+            ("KVM_GET_REGS", u64::from(KVM_GET_REGS() as u32)),
+            ("KVM_GET_SREGS", u64::from(KVM_GET_SREGS() as u32)),
             ("TCGETS", libc::TCGETS),
             ("TCSETS", libc::TCSETS),
         ];
@@ -133,7 +137,16 @@ mod tests {
             }
         }
         checked.sort();
-        assert_eq!(checked, ["vcpu:KVM_RUN", "vmm:TCGETS", "vmm:TCSETS"]);
+        assert_eq!(
+            checked,
+            [
+                "vcpu:KVM_GET_REGS",
+                "vcpu:KVM_GET_SREGS",
+                "vcpu:KVM_RUN",
+                "vmm:TCGETS",
+                "vmm:TCSETS"
+            ]
+        );
     }
 
     /// The vCPU kick signal in the allowlist is the one the VMM sends.

@@ -234,13 +234,29 @@ pub fn spawn(
 fn run_once(vcpu: &mut Vcpu, shared: &VcpuShared) -> VcpuAction {
     let cpu = vcpu.id;
     match vcpu.fd.run() {
-        Ok(exit) => handle_exit(cpu, exit_event(exit), shared.bus.as_ref()),
+        Ok(exit) => match handle_exit(cpu, exit_event(exit), shared.bus.as_ref()) {
+            VcpuAction::Stop(StopReason::GuestDied(why)) => VcpuAction::Stop(
+                StopReason::GuestDied(format!("{why}; {}", describe_state(&vcpu.fd))),
+            ),
+            action => action,
+        },
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
             handle_exit(cpu, ExitEvent::Interrupted, shared.bus.as_ref())
         }
         Err(e) => VcpuAction::Stop(StopReason::GuestDied(format!(
             "vCPU {cpu}: KVM_RUN failed: {e}"
         ))),
+    }
+}
+
+/// Where a dead guest was: the registers that tell the mode and the faulting code.
+fn describe_state(fd: &VcpuFd) -> String {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "RIP={:#x} RSP={:#x} RFLAGS={:#x} CS={:#x} CR0={:#x} CR2={:#x} CR3={:#x} CR4={:#x} EFER={:#x}",
+            r.rip, r.rsp, r.rflags, s.cs.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
     }
 }
 
