@@ -26,7 +26,7 @@ rc=$?
 end=$(uptime_seconds)
 took=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
 
-line=$(tr -d '\r' <"$LOG" | grep "^$MARKER " | head -n1)
+line=$(tr -d '\r' <"$LOG" | grep -o "$MARKER .*" | head -n1)
 if [ -z "$line" ]; then
     note "guest console:"; tail -n 30 "$LOG"
     note "VMM output:"; tail -n 30 "$LOG.vmm"

@@ -99,7 +99,7 @@ boot() { # NAME TAP MAC: boots in the background, jailed
 }
 wait_ready() { # NAME: waits (up to 180 s) for the guest's ready marker
     i=0
-    while ! { tr -d '\r' <"$T/$1.console" | grep -q "^$MARKER $1 ready"; } 2>/dev/null; do
+    while ! { tr -d '\r' <"$T/$1.console" | grep -q "$MARKER $1 ready"; } 2>/dev/null; do
         i=$((i + 1))
         if [ "$i" -gt 360 ]; then
             note "$1 console:"; tail -n 30 "$T/$1.console"; cat "$T/$1.vmm"

@@ -59,7 +59,7 @@ timeout -s KILL 300 "$CONDO_BIN_DIR/condo" vm run --kernel "$CONDO_KERNEL_DIR/vm
     --cmdline "console=ttyS0 reboot=k panic=-1 quiet" --console "$log" </dev/null >"$log.vmm" 2>&1
 rc=$?
 took=$(awk -v s="$start" -v e="$(uptime_seconds)" 'BEGIN { printf "%.1f", e - s }')
-lines=$(tr -d '\r' <"$log" | grep "^$MARKER ")
+lines=$(tr -d '\r' <"$log" | grep -o "$MARKER .*")
 show() { note "guest console:"; tail -n 40 "$log"; note "condo output:"; cat "$log.vmm"; }
 echo "$lines" | grep -q " done$" || { show; fail "the guest did not finish (condo exited $rc after ${took}s)"; }
 [ "$rc" -eq 0 ] || { show; fail "condo exited $rc, want 0"; }

@@ -31,7 +31,7 @@ boot() {
         </dev/null >"$log.vmm" 2>&1
     rc=$?
     took=$(awk -v s="$start" -v e="$(uptime_seconds)" 'BEGIN { printf "%.2f", e - s }')
-    line=$(tr -d '\r' <"$log" | grep "^$MARKER " | head -n1)
+    line=$(tr -d '\r' <"$log" | grep -o "$MARKER .*" | head -n1)
     if [ -z "$line" ]; then
         note "$image, $vcpus vCPU(s): guest console:"; tail -n 30 "$log"
         note "condo output:"; cat "$log.vmm"

@@ -55,7 +55,7 @@ timeout -s KILL 180 "$CONDO_BIN_DIR/condo" vm run --kernel "$CONDO_KERNEL_DIR/vm
     --disk "$T/ro.img,ro" --disk "$T/rw.img" --jail-base "$T/jail" \
     </dev/null >"$T/condo.out" 2>&1
 rc=$?
-out=$(tr -d '\r' <"$log" | grep "^$MARKER ")
+out=$(tr -d '\r' <"$log" | grep -o "$MARKER .*")
 if [ "$rc" -ne 0 ] || [ -z "$out" ]; then
     note "guest console:"; tail -n 40 "$log"
     note "condo output:"; cat "$T/condo.out"

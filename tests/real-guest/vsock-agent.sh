@@ -117,12 +117,12 @@ for p in $pids; do wait "$p" || failed=$((failed + 1)); done
 
 # The guest's own connection to host port 5555.
 waited=0
-until tr -d '\r' <"$log" | grep -q "^@@guest-connect rc=[0-9]*@@ $nonce"; do
+until tr -d '\r' <"$log" | grep -q "@@guest-connect rc=[0-9]*@@ $nonce"; do
     [ "$waited" -lt 1200 ] || { dump; fail "no guest-initiated connection marker within 120s"; }
     sleep 0.1
     waited=$((waited + 1))
 done
-tr -d '\r' <"$log" | grep -q "^@@guest-connect rc=0@@ $nonce" ||
+tr -d '\r' <"$log" | grep -q "@@guest-connect rc=0@@ $nonce" ||
     { dump; fail "guest-initiated connection to ${uds}_5555 failed"; }
 
 kill -TERM "$CONDO_PID"

@@ -134,5 +134,8 @@ impl<B: ContainerBackend> Agent<B> {
 /// Writes one line to the agent's stderr (the console in a guest); never fails or panics.
 pub fn log(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "condo-agent: {args}");
+    // One write(2) per line: stderr is unbuffered, and on the guest console the agent's
+    // lines would otherwise interleave with other processes' output mid-line.
+    let line = format!("condo-agent: {args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
