@@ -4,6 +4,7 @@
 # virtio-blk disks and the CLI talks to each agent over virtio-vsock.
 # - an image imported into the store (condo image import);
 # - two tenants; a container in each; exec, logs, stop, ps;
+# - a tenant's console limit reaches its VMM and its console.log stays within it;
 # - tenant B sees neither A's processes nor A's files;
 # - a container on a tenant without its image is refused with how to attach it;
 # - `condo tenant rm` leaves no process, jail, socket or run directory;
@@ -33,9 +34,18 @@ condo image import "$rootfs" --name busybox >"$T/import.out" 2>&1 ||
     { cat "$T/import.out"; fail "condo image import failed"; }
 
 start=$(uptime_seconds)
-condo tenant create --image busybox --memory 256m tenant-a >"$T/create-a.out" 2>&1 ||
+condo tenant create --image busybox --memory 256m --console-limit 4k tenant-a >"$T/create-a.out" 2>&1 ||
     { cat "$T/create-a.out"; dump; fail "tenant create tenant-a failed"; }
 note "tenant-a ready in $(awk "BEGIN { print $(uptime_seconds) - $start }") s"
+# Its console.log is bounded: the limit reaches its VMM, and the file stays within it.
+pid_a=$(cut -d" " -f1 "$CONDO_RUN_DIR/tenants/tenant-a/vmm.pid")
+case "$(tr '\0' ' ' <"/proc/$pid_a/cmdline")" in
+*"--console-limit 4096 "*) ;;
+*) fail "tenant-a's VMM was not given its console limit: $(tr '\0' ' ' <"/proc/$pid_a/cmdline")" ;;
+esac
+size=$(wc -c <"$CONDO_RUN_DIR/tenants/tenant-a/console.log")
+[ "$size" -le 4096 ] || fail "tenant-a's console.log holds $size bytes, over its 4096-byte limit"
+note "tenant-a's console.log: $size bytes; $(head -n 1 "$CONDO_RUN_DIR/tenants/tenant-a/console.log" | cut -c1-80)"
 # tenant-b is created by its first run (the image of that run is attached).
 out=$(condo run --tenant tenant-b --rm busybox echo hello from b 2>&1) ||
     { echo "$out"; dump; fail "first run in a new tenant failed"; }

@@ -358,6 +358,24 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
             "invalid --memory \"1k\"",
         ),
         (
+            &["tenant", "create", "--console-limit", "1k", "x1"],
+            1,
+            "invalid --console-limit \"1k\": must be at least 4096 bytes",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "--isolation",
+                "process",
+                "--console-limit",
+                "64k",
+                "x1",
+            ],
+            1,
+            "--console-limit needs --isolation vm",
+        ),
+        (
             &[
                 "tenant",
                 "create",

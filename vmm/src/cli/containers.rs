@@ -233,29 +233,7 @@ fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef) {
 
 /// Parses a size: bytes, or a number with k, m, g (powers of 1024; an optional trailing `b`).
 pub fn parse_size(text: &str) -> Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => lower.split_at(at),
-        None => (lower, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => bail!("invalid size {text:?}: the unit must be k, m or g"),
-    };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| anyhow!("invalid size {text:?}: expected a number with k, m or g"))?;
-    let bytes = number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| anyhow!("invalid size {text:?}: too large"))?;
-    if bytes == 0 {
-        bail!("invalid size {text:?}: must be more than 0");
-    }
-    Ok(bytes)
+    Ok(condo_vmm::size::parse_size(text)?)
 }
 
 /// Parses a signal: `TERM`, `SIGTERM` or `15`.
@@ -279,18 +257,6 @@ pub fn parse_signal(text: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_and_errors_name_the_value() {
-        assert_eq!(parse_size("512").unwrap(), 512);
-        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2kb").unwrap(), 2048);
-        for bad in ["", "12x", "m", "0", "-1", "99999999999g"] {
-            let err = parse_size(bad).unwrap_err().to_string();
-            assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
-        }
-    }
 
     #[test]
     fn signals_parse() {

@@ -239,6 +239,7 @@ fn tenant_for(args: &RunArgs, image: &ResolvedImage) -> Result<Tenant> {
                 images: Vec::new(),
                 net: !args.publish.is_empty(),
                 dns: None,
+                console_limit: None,
             };
             let mut config = shape.config(&args.tenant, None)?;
             if !config
