@@ -113,6 +113,79 @@ fn run_exec_logs_stop_ps_rm() {
 }
 
 #[test]
+fn detached_rm_containers_are_removed_when_they_exit() {
+    let Some(env) = env_or_skip("detached-rm") else {
+        return;
+    };
+    let tenant = "auto";
+    env.tenant(tenant);
+    let gone = |name: &str| {
+        let ps = env.ok(&["ps", "-a", "--json"]);
+        assert!(!ps.contains(name), "ps -a still lists {name}: {ps}");
+        let err = env.fails(&["logs", name], 1);
+        assert!(err.contains(&format!("no container {name:?}")), "{err}");
+    };
+    // Ends by itself: `condo wait` is the bounded wait (it returns once the agent removed it,
+    // or at once with the remembered code when that already happened).
+    let quick = env.name("quick");
+    let script = "echo bye; exit 4";
+    assert_eq!(
+        env.ok(&[
+            "run", "-d", "--rm", "--tenant", tenant, "--name", &quick, "busybox", "sh", "-c",
+            script
+        ]),
+        format!("{quick}\n")
+    );
+    assert_eq!(env.ok(&["wait", &quick]), "4\n");
+    gone(&quick);
+    // Its name is free again.
+    env.ok(&[
+        "run", "--rm", "--tenant", tenant, "--name", &quick, "busybox", "true",
+    ]);
+    // Stopped: `condo stop` returns once it is removed.
+    let sleeper = env.name("sleeper");
+    env.ok(&[
+        "run", "-d", "--rm", "--tenant", tenant, "--name", &sleeper, "busybox", "sleep", "1000",
+    ]);
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains(&sleeper) && ps.contains("running"), "{ps}");
+    let state = walkdir_names(&env.tenant_dir(tenant));
+    assert!(
+        state.iter().any(|path| path.contains(&sleeper)),
+        "no state of {sleeper} while it runs: {state:?}"
+    );
+    let out = env.ok(&["stop", "-t", "1", &sleeper]);
+    assert!(out.contains("killed (SIGKILL)"), "{out}");
+    gone(&sleeper);
+    let err = env.fails(&["wait", &sleeper], 1);
+    assert!(err.contains(&format!("no container {sleeper:?}")), "{err}");
+    assert_eq!(env.ok(&["ps", "-a", "--json"]).trim(), "[]");
+    // Nothing of them is left in the tenant: its agent's bundles and runtime state are empty.
+    let leftovers: Vec<_> = walkdir_names(&env.tenant_dir(tenant))
+        .into_iter()
+        .filter(|path| path.contains(&quick) || path.contains(&sleeper))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+    env.ok(&["tenant", "rm", tenant]);
+}
+
+/// Every path under `dir`, as text.
+fn walkdir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path.clone());
+            }
+            paths.push(path.to_string_lossy().into_owned());
+        }
+    }
+    paths
+}
+
+#[test]
 fn tenants_cannot_see_each_other() {
     let Some(env) = env_or_skip("isolation") else {
         return;

@@ -112,6 +112,7 @@ impl<B: ContainerBackend> Agent<B> {
             mut spec,
             rootfs,
             stdio,
+            auto_remove,
         } = create;
         check_id("container_id", &container_id)?;
         let rootfs_path = Path::new(&rootfs);
@@ -146,6 +147,8 @@ impl<B: ContainerBackend> Agent<B> {
         };
         let bundle = self.bundle_dir.join(&container_id);
         write_bundle(&bundle, &spec)?;
+        // Marked before the init exists: its exit can then never be missed.
+        self.set_auto_remove(&container_id, auto_remove);
         let created = make_pipes(stdio, &init).and_then(|(io, pipes)| {
             let pid = self.backend.create(&container_id, &bundle, io)?;
             Ok((pid, pipes))
@@ -154,6 +157,7 @@ impl<B: ContainerBackend> Agent<B> {
             Ok((pid, pipes)) => {
                 // Its own network namespace gets a veth to the VM before it starts.
                 if let Err(err) = super::container_net::attach(&container_id, pid, requested) {
+                    self.set_auto_remove(&container_id, false);
                     let _ = self.backend.delete(&container_id, true);
                     let _ = fs::remove_dir_all(&bundle);
                     return Err(internal(err.to_string()));
@@ -168,6 +172,7 @@ impl<B: ContainerBackend> Agent<B> {
             }
             Err(error) => {
                 // A failed create leaves nothing behind.
+                self.set_auto_remove(&container_id, false);
                 let _ = fs::remove_dir_all(&bundle);
                 Err(error)
             }
@@ -228,9 +233,21 @@ impl<B: ContainerBackend> Agent<B> {
 
     fn do_delete(&self, container_id: &str, force: bool) -> Handled {
         check_id("container_id", container_id)?;
+        // Removed on request: nothing more to do when its init exits.
+        self.set_auto_remove(container_id, false);
+        self.delete_container(container_id, force)?;
+        self.processes.remove_container(container_id);
+        Ok(Reply::Done)
+    }
+
+    /// The container, its network and its bundle; the process table is the caller's.
+    pub(super) fn delete_container(
+        &self,
+        container_id: &str,
+        force: bool,
+    ) -> Result<(), ErrorReply> {
         self.backend.delete(container_id, force)?;
         super::container_net::detach(container_id);
-        self.processes.remove_container(container_id);
         let bundle = self.bundle_dir.join(container_id);
         if let Err(err) = fs::remove_dir_all(&bundle) {
             if err.kind() != IoErrorKind::NotFound {
@@ -240,7 +257,17 @@ impl<B: ContainerBackend> Agent<B> {
                 )));
             }
         }
-        Ok(Reply::Done)
+        Ok(())
+    }
+
+    fn set_auto_remove(&self, container_id: &str, on: bool) {
+        if let Ok(mut ids) = self.auto_remove.lock() {
+            if on {
+                ids.insert(container_id.to_owned());
+            } else {
+                ids.remove(container_id);
+            }
+        }
     }
 
     fn do_write_stdin(&self, process: &ProcessRef, data: Bytes) -> Handled {

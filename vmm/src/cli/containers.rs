@@ -29,6 +29,10 @@ pub struct ContainerRecord {
     /// The container's process (exec starts from it: same user, env, cwd, capabilities).
     pub process: oci_spec::runtime::Process,
     pub created_unix: u64,
+    /// `run -d --rm`: the agent removes the container when it exits; the CLI then drops this
+    /// record (see [`prune_auto_removed`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 impl ContainerRecord {
@@ -78,18 +82,66 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The tenants to look in: the one named, or all.
+/// The tenants to look in: the one named, or all; records of auto-removed containers are
+/// dropped first, so that no verb finds a container its agent has removed.
 pub fn tenants(only: Option<&str>) -> Result<Vec<Tenant>> {
-    match only {
-        Some(name) => Ok(vec![Tenant::open(name)?]),
-        None => Ok(Tenant::list()?),
+    let tenants = match only {
+        Some(name) => vec![Tenant::open(name)?],
+        None => Tenant::list()?,
+    };
+    for tenant in &tenants {
+        prune_auto_removed(tenant);
+    }
+    Ok(tenants)
+}
+
+/// Drops the host's side of `run -d --rm` containers the tenant's agent removed when they
+/// exited: the record, published ports and address. The agent cannot (it may be in a VM), so
+/// whichever command looks next does. Best effort: a tenant that does not answer keeps them.
+pub fn prune_auto_removed(tenant: &Tenant) {
+    let auto: Vec<String> = ContainerRecord::names(tenant)
+        .into_iter()
+        .filter(|name| ContainerRecord::load(tenant, name).is_some_and(|r| r.auto_remove))
+        .collect();
+    if auto.is_empty() || tenant.liveness() != Liveness::Running {
+        return;
+    }
+    // Listed after the records were read: a record is saved only once its container exists.
+    let Ok(listed) = tenant
+        .connect(CONNECT_TIMEOUT)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut client| Ok(client.list()?))
+    else {
+        return;
+    };
+    for name in auto
+        .iter()
+        .filter(|name| listed.iter().all(|c| &c.id != *name))
+    {
+        ContainerRecord::remove(tenant, name);
+        let _ = condo_vmm::tenant::net::publish(tenant, name, &[], None);
+        let _ = condo_vmm::tenant::net::release_address(tenant, name);
     }
 }
 
 /// Finds the tenant holding container `name` (searching every tenant unless one is named).
 pub fn locate(name: &str, tenant: Option<&str>) -> Result<Tenant> {
+    find(name, tenant, tenants(tenant)?)
+}
+
+/// As [`locate`], also when the container was removed on exit but its record is not pruned
+/// yet (`condo wait` then still gets its exit status from the agent).
+pub fn locate_unpruned(name: &str, tenant: Option<&str>) -> Result<Tenant> {
+    let all = match tenant {
+        Some(name) => vec![Tenant::open(name)?],
+        None => Tenant::list()?,
+    };
+    find(name, tenant, all)
+}
+
+fn find(name: &str, tenant: Option<&str>, among: Vec<Tenant>) -> Result<Tenant> {
     condo_protocol::validate_id("container name", name)?;
-    let mut found: Vec<Tenant> = tenants(tenant)?
+    let mut found: Vec<Tenant> = among
         .into_iter()
         .filter(|t| ContainerRecord::load(t, name).is_some())
         .collect();

@@ -6,7 +6,7 @@ use std::thread;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use condo_protocol::{OutputStream, ReadLog, MAX_STDIO_CHUNK};
+use condo_protocol::{ErrorKind, OutputStream, ReadLog, MAX_STDIO_CHUNK};
 use condo_vmm::tenant::Tenant;
 
 use super::containers::{agent, locate};
@@ -29,21 +29,34 @@ pub struct LogsArgs {
 fn copy_log(tenant: &Tenant, name: &str, stream: OutputStream, follow: bool) -> Result<()> {
     let mut client = agent(tenant)?;
     let mut offset = 0;
+    let mut first = true;
     loop {
-        let (data, next, eof) = client
-            .read_log(ReadLog {
-                container_id: name.to_owned(),
-                stream,
-                offset,
-                max_bytes: MAX_STDIO_CHUNK,
-                wait_ms: if follow { FOLLOW_WAIT_MS } else { 0 },
-            })
-            .map_err(|err| tenant.agent_error(err))?;
+        let read = client.read_log(ReadLog {
+            container_id: name.to_owned(),
+            stream,
+            offset,
+            max_bytes: MAX_STDIO_CHUNK,
+            wait_ms: if follow { FOLLOW_WAIT_MS } else { 0 },
+        });
+        let (data, next, eof) = match read {
+            Ok(chunk) => chunk,
+            // A `run -d --rm` container removed while we read it: its log ended with it.
+            Err(err)
+                if !first
+                    && err
+                        .agent_error()
+                        .is_some_and(|e| e.kind == ErrorKind::NotFound) =>
+            {
+                return Ok(())
+            }
+            Err(err) => return Err(tenant.agent_error(err).into()),
+        };
         match stream {
             OutputStream::Stdout => std::io::stdout().write_all(&data)?,
             OutputStream::Stderr => std::io::stderr().write_all(&data)?,
         }
         offset = next;
+        first = false;
         if eof || (data.is_empty() && !follow) {
             return Ok(());
         }

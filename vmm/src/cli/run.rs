@@ -25,7 +25,8 @@ pub struct RunArgs {
     /// Run in the background and print the container's name.
     #[arg(short = 'd', long)]
     detach: bool,
-    /// Remove the container when it exits.
+    /// Remove the container when it exits (with -d, its agent removes it: `condo ps -a` no
+    /// longer lists it, `condo wait` returns once it is gone).
     #[arg(long)]
     rm: bool,
     /// Container name (1-64 of [A-Za-z0-9_.-]); default a generated one.
@@ -84,9 +85,6 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    if args.detach && args.rm {
-        bail!("--rm with -d is not supported: remove a detached container with `condo rm`");
-    }
     let name = match &args.name {
         Some(name) => name.clone(),
         None => generated_name(),
@@ -138,6 +136,7 @@ fn create_and_start(
         image_digest: image.attached.digest.clone(),
         process: spec.process().clone().unwrap_or_default(),
         created_unix: now_unix(),
+        auto_remove: args.rm && args.detach,
     };
     let mut client = agent(tenant)?;
     client
@@ -150,6 +149,7 @@ fn create_and_start(
                 stdout: true,
                 stderr: true,
             },
+            auto_remove: args.rm && args.detach,
         })
         .map_err(|err| tenant.agent_error(err))
         .with_context(|| format!("cannot create container {name:?}"))?;
@@ -203,7 +203,7 @@ fn generated_name() -> String {
 /// Container names are unique on the host (the runtime's host-side device cgroups are per
 /// name), so a name in any tenant is taken.
 fn ensure_name_free(name: &str) -> Result<()> {
-    for tenant in Tenant::list()? {
+    for tenant in containers::tenants(None)? {
         if ContainerRecord::load(&tenant, name).is_some() {
             bail!(
                 "container name {name:?} is already in use (tenant {:?}); remove it or pick another",
