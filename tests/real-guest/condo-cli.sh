@@ -7,6 +7,7 @@
 # - a tenant's console limit reaches its VMM and its console.log stays within it;
 # - `run -d --rm`: the guest's agent removes the container when it exits (by itself or
 #   stopped); `condo wait` gives its code, then ps -a and logs no longer know it;
+# - `run -t`: the process's stdin and stdout are a pty of the container's own devpts;
 # - tenant B sees neither A's processes nor A's files;
 # - a container on a tenant without its image is refused with how to attach it;
 # - `condo tenant rm` leaves no process, jail, socket or run directory;
@@ -81,6 +82,11 @@ condo stop -t 1 web >"$T/stop.out" 2>&1 || { cat "$T/stop.out"; fail "stop web f
 condo ps -a | grep -q "^web .*killed (SIGKILL)" || { condo ps -a; fail "ps -a does not show web killed"; }
 condo rm web >/dev/null || fail "rm web failed"
 
+# -t: the container's process gets a terminal made in the guest (no local one needed here).
+out=$(condo run -t --rm --tenant tenant-a busybox sh -c 'tty; [ -t 0 ] && [ -t 1 ] && echo on-a-tty' 2>&1) ||
+    { echo "$out"; dump; fail "run -t failed"; }
+case "$out" in */dev/pts/*on-a-tty*) ;; *) fail "run -t printed '$out'" ;; esac
+
 # -d --rm: removed by the guest's agent on exit; `condo wait` (bounded here) returns once it is.
 condo run -d --rm --tenant tenant-a --name once busybox sh -c 'echo bye; exit 4' >"$T/run-rm.out" 2>&1 ||
     { cat "$T/run-rm.out"; dump; fail "run -d --rm failed"; }
@@ -122,4 +128,4 @@ condo tenant rm tenant-b >"$T/rm-b.out" 2>&1 || { cat "$T/rm-b.out"; fail "tenan
 [ ! -e /sys/fs/cgroup/condo/tenant-b ] || fail "dead tenant-b's jail cgroup remains"
 left=$(ps -eo args | grep -c "[t]enants/tenant-b/")
 [ "$left" = 0 ] || fail "$left processes of tenant-b remain"
-pass "two tenant VMs: run, exec, logs, stop, ps, run -d --rm, isolation, bounded console.log, tenant rm leaves nothing, a killed VMM reported dead and cleaned up"
+pass "two tenant VMs: run, exec, logs, stop, ps, run -d --rm, run -t, isolation, bounded console.log, tenant rm leaves nothing, a killed VMM reported dead and cleaned up"

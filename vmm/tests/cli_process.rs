@@ -186,6 +186,94 @@ fn walkdir_names(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+fn tty_gives_the_process_a_terminal_and_restores_ours() {
+    use nix::sys::termios::LocalFlags;
+    use std::os::unix::process::ExitStatusExt;
+    let Some(env) = env_or_skip("tty") else {
+        return;
+    };
+    let tenant = "term";
+    env.tenant(tenant);
+    let raw = |t: &nix::sys::termios::Termios| {
+        !t.local_flags.contains(LocalFlags::ICANON) && !t.local_flags.contains(LocalFlags::ECHO)
+    };
+    // -t: stdin and stdout are the container's own pty, of our window's size.
+    let script = "tty; [ -t 0 ] && [ -t 1 ] && echo both-terminals; stty size";
+    let session = env.condo_on_pty(
+        &[
+            "run", "-t", "--rm", "--tenant", tenant, "busybox", "sh", "-c", script,
+        ],
+        33,
+        101,
+    );
+    let (status, _, shown) = session.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+    assert!(shown.contains("both-terminals"), "{shown:?}");
+    assert!(shown.contains("33 101"), "{shown}");
+    // -it: ours is raw while attached (keys go to the container's terminal), then restored.
+    let mut session = env.condo_on_pty(
+        &["run", "-it", "--rm", "--tenant", tenant, "busybox", "sh"],
+        24,
+        80,
+    );
+    session.wait_for("# ");
+    assert!(raw(&session.termios()), "not raw while attached");
+    session.type_in(b"echo $((6*7)); exit 3\r");
+    let (status, after, shown) = session.finish();
+    assert_eq!(status.code(), Some(3), "{shown}");
+    assert!(shown.contains("42\r\n"), "{shown}");
+    assert!(!raw(&after), "the terminal was left raw");
+    // Also when condo is killed while attached.
+    let session = env.condo_on_pty(
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--name",
+            &env.name("killed"),
+            "--tenant",
+            tenant,
+            "busybox",
+            "sh",
+        ],
+        24,
+        80,
+    );
+    session.wait_for("# ");
+    assert!(raw(&session.termios()));
+    nix::sys::signal::kill(session.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, after, shown) = session.finish();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{shown}");
+    assert!(!raw(&after), "SIGTERM left the terminal raw");
+    env.ok(&["rm", "-f", &env.name("killed")]);
+    // exec -t into a detached container.
+    let name = env.name("detached");
+    env.ok(&[
+        "run", "-d", "--tenant", tenant, "--name", &name, "busybox", "sleep", "1000",
+    ]);
+    let script = "tty; [ -t 0 ] && echo yes";
+    let session = env.condo_on_pty(&["exec", "-t", &name, "sh", "-c", script], 24, 80);
+    let (status, _, shown) = session.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("/dev/pts/") && shown.contains("yes"),
+        "{shown:?}"
+    );
+    env.ok(&["rm", "-f", &name]);
+    // A detached one's logs are its terminal's one stream (stdout and stderr together).
+    let script = "echo to-out; echo to-err >&2";
+    env.ok(&[
+        "run", "-d", "-t", "--tenant", tenant, "--name", &name, "busybox", "sh", "-c", script,
+    ]);
+    assert_eq!(env.ok(&["wait", &name]), "0\n");
+    let logs = env.ok(&["logs", &name]);
+    assert_eq!(logs, "to-out\r\nto-err\r\n");
+    env.ok(&["rm", &name]);
+    env.ok(&["tenant", "rm", tenant]);
+}
+
+#[test]
 fn tenants_cannot_see_each_other() {
     let Some(env) = env_or_skip("isolation") else {
         return;

@@ -35,6 +35,7 @@ mod processes;
 pub mod reaper;
 pub mod runtime_backend;
 pub mod server;
+mod stdio;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

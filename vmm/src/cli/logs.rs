@@ -9,7 +9,7 @@ use clap::Args;
 use condo_protocol::{ErrorKind, OutputStream, ReadLog, MAX_STDIO_CHUNK};
 use condo_vmm::tenant::Tenant;
 
-use super::containers::{agent, locate};
+use super::containers::{agent, locate, ContainerRecord};
 
 /// How long one follow request waits for new output before asking again.
 const FOLLOW_WAIT_MS: u32 = 5_000;
@@ -65,14 +65,21 @@ fn copy_log(tenant: &Tenant, name: &str, stream: OutputStream, follow: bool) -> 
 
 pub fn run(args: LogsArgs) -> Result<i32> {
     let tenant = locate(&args.name, args.tenant.as_deref())?;
-    let stderr = {
+    // A container with a terminal has one stream: both outputs went to the terminal.
+    let terminal = ContainerRecord::load(&tenant, &args.name)
+        .and_then(|record| record.process.terminal())
+        .unwrap_or(false);
+    let stderr = (!terminal).then(|| {
         let (tenant, name) = (tenant.clone(), args.name.clone());
         thread::spawn(move || copy_log(&tenant, &name, OutputStream::Stderr, args.follow))
-    };
+    });
     let stdout = copy_log(&tenant, &args.name, OutputStream::Stdout, args.follow);
-    let stderr = stderr
-        .join()
-        .map_err(|_| anyhow!("the stderr copier panicked"))?;
+    let stderr = match stderr {
+        Some(copier) => copier
+            .join()
+            .map_err(|_| anyhow!("the stderr copier panicked"))?,
+        None => Ok(()),
+    };
     std::io::stdout().flush()?;
     stdout.and(stderr)?;
     Ok(0)

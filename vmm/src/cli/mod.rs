@@ -16,6 +16,7 @@ pub mod stop;
 pub mod tenant_create;
 pub mod tenant_ls;
 pub mod tenant_rm;
+pub mod terminal;
 pub mod vm_jail;
 pub mod vm_run;
 pub mod wait;

@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Keep stdin open and forward ours to the container.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Give the container's process a pseudo-terminal (stdout and stderr both go to it) of
+    /// our window's size; with -i our terminal is in raw mode while attached.
+    #[arg(short = 't', long)]
+    tty: bool,
     #[command(flatten)]
     process: spec::ProcessFlags,
     /// Memory limit (e.g. 64m); needs cgroup v2 controllers where the container runs.
@@ -147,7 +151,7 @@ fn create_and_start(
             stdio: StdioPipes {
                 stdin: args.interactive,
                 stdout: true,
-                stderr: true,
+                stderr: !args.tty,
             },
             auto_remove: args.rm && args.detach,
         })
@@ -180,7 +184,14 @@ fn finish(
         return Ok(0);
     }
     let init = ProcessRef::init(&name);
-    let status = attach_and_wait(tenant, &init, true, true, args.interactive)?;
+    let status = {
+        let _raw = if args.tty && args.interactive {
+            Some(super::terminal::RawMode::enter()?)
+        } else {
+            None
+        };
+        attach_and_wait(tenant, &init, true, !args.tty, args.interactive)?
+    };
     if args.rm {
         client
             .delete(&name, true)
@@ -364,6 +375,9 @@ fn build_spec(
     let mut spec = default_spec(&options)?;
     let mut process = spec.process().clone().unwrap_or_default();
     spec::apply_image_and_flags(&mut process, &image.config, &args.process)?;
+    if args.tty {
+        super::terminal::request_terminal(&mut process);
+    }
     spec.set_process(Some(process));
     if let Some(cpus) = args.cpus {
         spec::set_cpus(&mut spec, cpus)?;
