@@ -247,6 +247,16 @@ fn tty_gives_the_process_a_terminal_and_restores_ours() {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{shown}");
     assert!(!raw(&after), "SIGTERM left the terminal raw");
     env.ok(&["rm", "-f", &env.name("killed")]);
+    // Piped input to a terminal: its end reaches the shell as the end-of-file key.
+    let out = env.condo_with_input(
+        &[
+            "run", "-i", "-t", "--rm", "--tenant", tenant, "busybox", "sh",
+        ],
+        b"echo $((2+3))\n",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown:?}");
+    assert!(shown.contains("5\r\n"), "{shown:?}");
     // exec -t into a detached container.
     let name = env.name("detached");
     env.ok(&[

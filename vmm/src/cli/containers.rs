@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// Connect timeout to an agent (a vsock handshake goes through the VMM).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The terminal's end-of-file key (VEOF, Ctrl-D).
+const END_OF_FILE_KEY: u8 = 0x04;
 /// Default tenant of `condo run` and the container verbs.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -219,17 +221,31 @@ pub fn copy_output(
     }
 }
 
-/// Runs a started process to its end with our stdio attached: stdout here, stderr and (when
-/// `stdin`) stdin on their own connections so no stream stalls another. Returns its status.
+/// How a foreground process is attached: our stdin forwarded or not; on a terminal (its one
+/// output stream is stdout) or on pipes.
+#[derive(Debug, Clone, Copy)]
+pub struct Attach {
+    pub stdin: bool,
+    pub terminal: bool,
+}
+
+/// Runs a started process to its end with our stdio attached: stdout here, stderr (unless it
+/// has a terminal) and stdin (when asked) on their own connections so no stream stalls
+/// another. Typing into its terminal: ours is raw meanwhile. Returns its status.
 pub fn attach_and_wait(
     tenant: &Tenant,
     process: &ProcessRef,
-    stdout: bool,
-    stderr: bool,
-    stdin: bool,
+    attach: Attach,
 ) -> Result<ExitStatus> {
+    let _raw = if attach.terminal && attach.stdin {
+        Some(super::terminal::RawMode::enter()?)
+    } else {
+        None
+    };
     let mut client = agent(tenant)?;
-    let stderr_copier = if stderr {
+    let stderr_copier = if attach.terminal {
+        None
+    } else {
         let mut stderr_client = agent(tenant)?;
         let process = process.clone();
         Some(std::thread::spawn(move || {
@@ -240,23 +256,19 @@ pub fn attach_and_wait(
                 &mut std::io::stderr(),
             )
         }))
-    } else {
-        None
     };
-    if stdin {
+    if attach.stdin {
         let mut stdin_client = agent(tenant)?;
         let process = process.clone();
         // Not joined: it may block reading our stdin after the process ended.
-        std::thread::spawn(move || forward_stdin(&mut stdin_client, &process));
+        std::thread::spawn(move || forward_stdin(&mut stdin_client, &process, attach.terminal));
     }
-    if stdout {
-        copy_output(
-            &mut client,
-            process,
-            OutputStream::Stdout,
-            &mut std::io::stdout(),
-        )?;
-    }
+    copy_output(
+        &mut client,
+        process,
+        OutputStream::Stdout,
+        &mut std::io::stdout(),
+    )?;
     let status = client.wait(process.clone())?;
     if let Some(copier) = stderr_copier {
         copier
@@ -266,7 +278,10 @@ pub fn attach_and_wait(
     Ok(status)
 }
 
-fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef) {
+/// Copies our stdin to the process until it ends. A terminal does not end its input when a
+/// writer closes it: the end of our stdin is passed on as the terminal's end-of-file key
+/// (Ctrl-D, which ends the input when it comes at the start of a line).
+fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef, terminal: bool) {
     use std::io::Read;
     let mut buf = vec![0u8; 64 * 1024];
     let mut input = std::io::stdin().lock();
@@ -279,6 +294,9 @@ fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef) {
                 }
             }
         }
+    }
+    if terminal {
+        let _ = client.write_stdin(process.clone(), &[END_OF_FILE_KEY]);
     }
     let _ = client.close_stdin(process.clone());
 }

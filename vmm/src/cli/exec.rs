@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use condo_protocol::{ExecProcess, ProcessRef, StdioPipes};
 
-use super::containers::{agent, attach_and_wait, exit_code, locate, ContainerRecord};
+use super::containers::{agent, attach_and_wait, exit_code, locate, Attach, ContainerRecord};
 use super::spec::{self, ProcessFlags};
 
 #[derive(Debug, Args)]
@@ -63,11 +63,10 @@ pub fn run(args: ExecArgs) -> Result<i32> {
         .map_err(|err| tenant.agent_error(err))
         .with_context(|| format!("cannot exec in container {:?}", args.name))?;
     let process = ProcessRef::exec(&args.name, &exec_id);
-    let _raw = if args.tty && args.interactive {
-        Some(super::terminal::RawMode::enter()?)
-    } else {
-        None
+    let attach = Attach {
+        stdin: args.interactive,
+        terminal: args.tty,
     };
-    let status = attach_and_wait(&tenant, &process, true, !args.tty, args.interactive)?;
+    let status = attach_and_wait(&tenant, &process, attach)?;
     Ok(exit_code(&status))
 }

@@ -11,7 +11,7 @@ use condo_protocol::{CreateContainer, MountImage, ProcessRef, StdioPipes};
 use condo_vmm::tenant::{AttachedImage, Isolation, Tenant};
 
 use super::containers::{
-    self, agent, attach_and_wait, exit_code, now_unix, parse_size, ContainerRecord,
+    self, agent, attach_and_wait, exit_code, now_unix, parse_size, Attach, ContainerRecord,
 };
 use super::image_ref::{self, ResolvedImage};
 use super::spec;
@@ -184,14 +184,11 @@ fn finish(
         return Ok(0);
     }
     let init = ProcessRef::init(&name);
-    let status = {
-        let _raw = if args.tty && args.interactive {
-            Some(super::terminal::RawMode::enter()?)
-        } else {
-            None
-        };
-        attach_and_wait(tenant, &init, true, !args.tty, args.interactive)?
+    let attach = Attach {
+        stdin: args.interactive,
+        terminal: args.tty,
     };
+    let status = attach_and_wait(tenant, &init, attach)?;
     if args.rm {
         client
             .delete(&name, true)

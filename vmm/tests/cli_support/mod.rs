@@ -107,6 +107,11 @@ impl Env {
         run_with_deadline(self.command(args), args)
     }
 
+    /// Runs condo with `input` on its stdin (a pipe, then its end).
+    pub fn condo_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(self.command(args), args, Some(input))
+    }
+
     /// Runs condo and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.condo(args);
@@ -190,12 +195,24 @@ impl Drop for Env {
     }
 }
 
-pub fn run_with_deadline(mut cmd: Command, what: &[&str]) -> Output {
-    let child = cmd
+pub fn run_with_deadline(cmd: Command, what: &[&str]) -> Output {
+    run_with_input(cmd, what, None)
+}
+
+/// Runs `cmd` with `input` (if any) as its stdin, waiting at most COMMAND_TIMEOUT.
+pub fn run_with_input(mut cmd: Command, what: &[&str], input: Option<&[u8]>) -> Output {
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        stdin.write_all(input).unwrap();
+    }
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
