@@ -127,6 +127,7 @@ fn create_request(id: &str, args: &[&str], stdio: StdioPipes) -> CreateContainer
         spec: spec(args),
         rootfs: rootfs().to_str().unwrap().into(),
         stdio,
+        auto_remove: false,
     }
 }
 

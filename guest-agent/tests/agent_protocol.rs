@@ -83,6 +83,7 @@ fn create(client: &mut Client<UnixStream>, id: &str, args: &[&str], stdio: Stdio
             spec: spec_running(args),
             rootfs: test_agent().rootfs.to_str().unwrap().into(),
             stdio,
+            auto_remove: false,
         })
         .unwrap()
 }
@@ -158,6 +159,80 @@ fn create_start_stream_output_and_wait_for_exit_code() {
     assert_eq!(client.wait(init).unwrap(), status);
     client.delete(id, false).unwrap();
     assert!(client.list().unwrap().iter().all(|c| c.id != id));
+}
+
+fn create_auto_remove(client: &mut Client<UnixStream>, id: &str, args: &[&str]) {
+    client
+        .create(CreateContainer {
+            container_id: id.into(),
+            spec: spec_running(args),
+            rootfs: test_agent().rootfs.to_str().unwrap().into(),
+            stdio: StdioPipes::ALL,
+            auto_remove: true,
+        })
+        .unwrap();
+}
+
+fn bundle_of(id: &str) -> PathBuf {
+    test_agent().rootfs.with_file_name("bundles").join(id)
+}
+
+#[test]
+fn auto_remove_deletes_the_container_before_its_waiters_hear_of_the_exit() {
+    let mut client = client();
+    let id = "auto-removed";
+    create_auto_remove(&mut client, id, &["/bin/sh", "-c", "echo bye; exit 4"]);
+    assert!(bundle_of(id).exists());
+    let init = ProcessRef::init(id);
+    let waiter = {
+        let init = init.clone();
+        std::thread::spawn(move || client_wait(&init))
+    };
+    client.start(id).unwrap();
+    let status = waiter.join().unwrap();
+    assert_eq!((status.code, status.signal), (Some(4), None));
+    // Gone by the time the wait returned: not listed, no log, no bundle.
+    assert!(client.list().unwrap().iter().all(|c| c.id != id));
+    let log = client.read_log(condo_protocol::ReadLog {
+        container_id: id.into(),
+        stream: OutputStream::Stdout,
+        offset: 0,
+        max_bytes: 1024,
+        wait_ms: 0,
+    });
+    assert_eq!(agent_error_kind(log), ErrorKind::NotFound);
+    assert!(!bundle_of(id).exists(), "the bundle of {id} remains");
+    // A late waiter still learns how it ended; the id is free for a new container.
+    assert_eq!(client.wait(init.clone()).unwrap(), status);
+    create(&mut client, id, &["/bin/true"], StdioPipes::NONE);
+    client.start(id).unwrap();
+    assert_eq!(client.wait(init).unwrap().code, Some(0));
+    client.delete(id, false).unwrap();
+}
+
+fn client_wait(process: &ProcessRef) -> condo_protocol::ExitStatus {
+    client().wait(process.clone()).unwrap()
+}
+
+#[test]
+fn a_signalled_auto_remove_container_is_removed_and_a_delete_first_wins() {
+    let mut client = client();
+    let id = "auto-signalled";
+    create_auto_remove(&mut client, id, &["/bin/sleep", "1000"]);
+    client.start(id).unwrap();
+    client.signal(ProcessRef::init(id), libc::SIGTERM).unwrap();
+    let status = client.wait(ProcessRef::init(id)).unwrap();
+    assert_eq!((status.code, status.signal), (None, Some(libc::SIGTERM)));
+    assert!(client.list().unwrap().iter().all(|c| c.id != id));
+    // Deleted by request while running: removed once, waiters answered not_found.
+    let id = "auto-deleted";
+    create_auto_remove(&mut client, id, &["/bin/sleep", "1000"]);
+    client.start(id).unwrap();
+    client.delete(id, true).unwrap();
+    assert!(client.list().unwrap().iter().all(|c| c.id != id));
+    let kind = agent_error_kind(client.wait(ProcessRef::init(id)));
+    assert_eq!(kind, ErrorKind::NotFound);
+    assert!(!bundle_of(id).exists());
 }
 
 #[test]
@@ -333,6 +408,7 @@ fn invalid_requests_are_refused_with_the_field_named() {
         spec: spec_running(&["/bin/true"]),
         rootfs: test_agent().rootfs.to_str().unwrap().into(),
         stdio: StdioPipes::NONE,
+        auto_remove: false,
     });
     let err = bad_id.unwrap_err();
     let error = err.agent_error().unwrap();
@@ -343,6 +419,7 @@ fn invalid_requests_are_refused_with_the_field_named() {
         spec: spec_running(&["/bin/true"]),
         rootfs: "rootfs".into(),
         stdio: StdioPipes::NONE,
+        auto_remove: false,
     });
     let err = relative.unwrap_err();
     assert!(
@@ -380,6 +457,7 @@ fn duplicate_container_id_is_refused() {
         spec: spec_running(&["/bin/true"]),
         rootfs: test_agent().rootfs.to_str().unwrap().into(),
         stdio: StdioPipes::NONE,
+        auto_remove: false,
     });
     assert_eq!(agent_error_kind(again), ErrorKind::AlreadyExists);
     client.start(id).unwrap();
@@ -399,6 +477,7 @@ fn oom_kill_is_reported_in_the_exit_and_as_an_event() {
             spec,
             rootfs: test_agent().rootfs.to_str().unwrap().into(),
             stdio: StdioPipes::NONE,
+            auto_remove: false,
         })
         .unwrap();
     client.start(id).unwrap();

@@ -4,6 +4,10 @@
 # virtio-blk disks and the CLI talks to each agent over virtio-vsock.
 # - an image imported into the store (condo image import);
 # - two tenants; a container in each; exec, logs, stop, ps;
+# - a tenant's console limit reaches its VMM and its console.log stays within it;
+# - `run -d --rm`: the guest's agent removes the container when it exits (by itself or
+#   stopped); `condo wait` gives its code, then ps -a and logs no longer know it;
+# - `run -t`: the process's stdin and stdout are a pty of the container's own devpts;
 # - tenant B sees neither A's processes nor A's files;
 # - a container on a tenant without its image is refused with how to attach it;
 # - `condo tenant rm` leaves no process, jail, socket or run directory;
@@ -33,9 +37,18 @@ condo image import "$rootfs" --name busybox >"$T/import.out" 2>&1 ||
     { cat "$T/import.out"; fail "condo image import failed"; }
 
 start=$(uptime_seconds)
-condo tenant create --image busybox --memory 256m tenant-a >"$T/create-a.out" 2>&1 ||
+condo tenant create --image busybox --memory 256m --console-limit 4k tenant-a >"$T/create-a.out" 2>&1 ||
     { cat "$T/create-a.out"; dump; fail "tenant create tenant-a failed"; }
 note "tenant-a ready in $(awk "BEGIN { print $(uptime_seconds) - $start }") s"
+# Its console.log is bounded: the limit reaches its VMM, and the file stays within it.
+pid_a=$(cut -d" " -f1 "$CONDO_RUN_DIR/tenants/tenant-a/vmm.pid")
+case "$(tr '\0' ' ' <"/proc/$pid_a/cmdline")" in
+*"--console-limit 4096 "*) ;;
+*) fail "tenant-a's VMM was not given its console limit: $(tr '\0' ' ' <"/proc/$pid_a/cmdline")" ;;
+esac
+size=$(wc -c <"$CONDO_RUN_DIR/tenants/tenant-a/console.log")
+[ "$size" -le 4096 ] || fail "tenant-a's console.log holds $size bytes, over its 4096-byte limit"
+note "tenant-a's console.log: $size bytes; $(head -n 1 "$CONDO_RUN_DIR/tenants/tenant-a/console.log" | cut -c1-80)"
 # tenant-b is created by its first run (the image of that run is attached).
 out=$(condo run --tenant tenant-b --rm busybox echo hello from b 2>&1) ||
     { echo "$out"; dump; fail "first run in a new tenant failed"; }
@@ -69,6 +82,25 @@ condo stop -t 1 web >"$T/stop.out" 2>&1 || { cat "$T/stop.out"; fail "stop web f
 condo ps -a | grep -q "^web .*killed (SIGKILL)" || { condo ps -a; fail "ps -a does not show web killed"; }
 condo rm web >/dev/null || fail "rm web failed"
 
+# -t: the container's process gets a terminal made in the guest (no local one needed here).
+out=$(condo run -t --rm --tenant tenant-a busybox sh -c 'tty; [ -t 0 ] && [ -t 1 ] && echo on-a-tty' 2>&1) ||
+    { echo "$out"; dump; fail "run -t failed"; }
+case "$out" in */dev/pts/*on-a-tty*) ;; *) fail "run -t printed '$out'" ;; esac
+
+# -d --rm: removed by the guest's agent on exit; `condo wait` (bounded here) returns once it is.
+condo run -d --rm --tenant tenant-a --name once busybox sh -c 'echo bye; exit 4' >"$T/run-rm.out" 2>&1 ||
+    { cat "$T/run-rm.out"; dump; fail "run -d --rm failed"; }
+out=$(timeout 60 "$CONDO_BIN_DIR/condo" wait once 2>&1) || { echo "$out"; dump; fail "wait once failed"; }
+[ "$out" = 4 ] || fail "wait once printed '$out', want 4"
+condo run -d --rm --tenant tenant-a --name sleeper busybox sleep 1000 >"$T/run-rm2.out" 2>&1 ||
+    { cat "$T/run-rm2.out"; dump; fail "run -d --rm sleeper failed"; }
+out=$(timeout 60 "$CONDO_BIN_DIR/condo" stop -t 1 sleeper 2>&1) || { echo "$out"; fail "stop sleeper failed"; }
+for gone in once sleeper; do
+    condo ps -a | grep -q "^$gone " && { condo ps -a; fail "ps -a still lists the removed $gone"; }
+    err=$(condo logs "$gone" 2>&1) && fail "logs of the removed $gone succeeded"
+    case "$err" in *"no container \"$gone\""*) ;; *) fail "logs of the removed $gone: '$err'" ;; esac
+done
+
 dir_a=$CONDO_RUN_DIR/tenants/tenant-a
 condo tenant rm tenant-a >"$T/rm-a.out" 2>&1 || { cat "$T/rm-a.out"; fail "tenant rm tenant-a failed"; }
 [ ! -e "$dir_a" ] || fail "$dir_a remains"
@@ -96,4 +128,4 @@ condo tenant rm tenant-b >"$T/rm-b.out" 2>&1 || { cat "$T/rm-b.out"; fail "tenan
 [ ! -e /sys/fs/cgroup/condo/tenant-b ] || fail "dead tenant-b's jail cgroup remains"
 left=$(ps -eo args | grep -c "[t]enants/tenant-b/")
 [ "$left" = 0 ] || fail "$left processes of tenant-b remain"
-pass "two tenant VMs: run, exec, logs, stop, ps, isolation, tenant rm leaves nothing, a killed VMM reported dead and cleaned up"
+pass "two tenant VMs: run, exec, logs, stop, ps, run -d --rm, run -t, isolation, bounded console.log, tenant rm leaves nothing, a killed VMM reported dead and cleaned up"

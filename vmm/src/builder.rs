@@ -18,7 +18,7 @@ use crate::arch::x86_64::layout::{
 };
 use crate::arch::x86_64::mptable::mptable_bytes;
 use crate::config::{Console, VmConfig};
-use crate::devices::legacy::{ConsoleOutput, IrqTrigger, SerialConsole, I8042};
+use crate::devices::legacy::{BoundedConsoleFile, ConsoleOutput, IrqTrigger, SerialConsole, I8042};
 use crate::devices::virtio::block::{Block, DiskFile, SECTOR_SIZE};
 use crate::devices::virtio::mmio::regs::QUEUE_NOTIFY;
 use crate::devices::virtio::vsock::Vsock;
@@ -140,7 +140,7 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
         .collect::<Result<Vec<_>, _>>()?;
 
     // 5. Devices.
-    let console_out = open_console(&config.console)?;
+    let console_out = open_console(&config.console, config.console_limit)?;
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     vm.fd()
         .register_irqfd(&serial_irq, COM1_IRQ)
@@ -374,13 +374,24 @@ fn register_virtio_devices(
     Ok((bus, handlers))
 }
 
-fn open_console(console: &Console) -> Result<ConsoleOutput, Error> {
+/// Stdout as it is; a file created or truncated, bounded to `limit` bytes (read access too:
+/// compacting it reads its tail back).
+fn open_console(console: &Console, limit: u64) -> Result<ConsoleOutput, Error> {
     Ok(match console {
         Console::Stdout => Box::new(std::io::stdout()),
-        Console::File(path) => Box::new(File::create(path).map_err(|source| Error::Console {
-            path: path.clone(),
-            source,
-        })?),
+        Console::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|source| Error::Console {
+                    path: path.clone(),
+                    source,
+                })?;
+            Box::new(BoundedConsoleFile::new(file, limit))
+        }
     })
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::config_vsock::{VsockConfig, VsockConfigError};
+use crate::devices::legacy::{DEFAULT_CONSOLE_LIMIT, MIN_CONSOLE_LIMIT};
 
 /// Most vCPUs a VM may have (the MP table and topology code assume a small machine).
 pub const MAX_VCPUS: u8 = 32;
@@ -94,6 +95,9 @@ fn default_memory() -> u64 {
 fn default_console() -> Console {
     Console::Stdout
 }
+fn default_console_limit() -> u64 {
+    DEFAULT_CONSOLE_LIMIT
+}
 
 /// Everything needed to boot a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,10 @@ pub struct VmConfig {
     /// Serial console destination.
     #[serde(default = "default_console")]
     pub console: Console,
+    /// Most bytes a console file holds: past it, only the latest output is kept (see
+    /// [`crate::devices::legacy::BoundedConsoleFile`]). Not applied to stdout.
+    #[serde(default = "default_console_limit")]
+    pub console_limit: u64,
     /// virtio-blk disks, /dev/vda, /dev/vdb, ... in the guest.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
@@ -196,6 +204,9 @@ pub enum ConfigError {
     /// A disk image cannot be used.
     #[error(transparent)]
     Disk(#[from] crate::devices::virtio::block::DiskError),
+    /// The console limit is too small to hold the drop notice and a useful tail.
+    #[error("--console-limit {0} bytes: must be at least {MIN_CONSOLE_LIMIT} bytes")]
+    ConsoleLimit(u64),
     /// The command line contains a NUL byte.
     #[error("--cmdline contains a NUL byte at offset {0}")]
     CmdlineNul(usize),
@@ -211,6 +222,7 @@ impl VmConfig {
             vcpus: default_vcpus(),
             memory_mib: default_memory(),
             console: default_console(),
+            console_limit: default_console_limit(),
             disks: Vec::new(),
             vsock: None,
             net: Vec::new(),
@@ -243,6 +255,9 @@ impl VmConfig {
         let meminfo = std::fs::read_to_string("/proc/meminfo")
             .map_err(|e| ConfigError::HostMemory(format!("/proc/meminfo: {e}")))?;
         check_memory(self.memory_mib, &meminfo)?;
+        if self.console_limit < MIN_CONSOLE_LIMIT {
+            return Err(ConfigError::ConsoleLimit(self.console_limit));
+        }
         if let Some(at) = self.cmdline.find('\0') {
             return Err(ConfigError::CmdlineNul(at));
         }
@@ -397,6 +412,17 @@ mod tests {
     }
 
     #[test]
+    fn console_limit_below_the_minimum_is_refused() {
+        let mut c = VmConfig::with_kernel("/proc/self/exe");
+        c.console_limit = MIN_CONSOLE_LIMIT - 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--console-limit 4095 bytes: must be at least 4096 bytes"
+        );
+    }
+
+    #[test]
     fn missing_and_empty_files_are_named() {
         let mut c = VmConfig::with_kernel("/nonexistent/vmlinux");
         let err = c.validate().unwrap_err().to_string();
@@ -418,6 +444,7 @@ mod tests {
         let c: VmConfig =
             serde_json::from_str(r#"{"kernel": "/k", "console": "/tmp/log"}"#).unwrap();
         assert_eq!(c.console, Console::File("/tmp/log".into()));
+        assert_eq!(c.console_limit, DEFAULT_CONSOLE_LIMIT);
         assert!(serde_json::from_str::<VmConfig>(r#"{"kernel": "/k", "cpus": 2}"#).is_err());
     }
 

@@ -16,6 +16,7 @@ pub mod jail;
 pub mod loader;
 pub mod net;
 pub mod runner;
+pub mod size;
 pub mod stats;
 pub mod tenant;
 pub mod vstate;

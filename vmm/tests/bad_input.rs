@@ -54,6 +54,25 @@ fn too_many_vcpus() {
 }
 
 #[test]
+fn console_limit_too_small_or_not_a_size() {
+    fails_with(
+        &[
+            "--kernel",
+            "/proc/self/exe",
+            "--console",
+            "/dev/null",
+            "--console-limit",
+            "1k",
+        ],
+        &["--console-limit 1024 bytes", "at least 4096"],
+    );
+    fails_with(
+        &["--kernel", "/proc/self/exe", "--console-limit", "12x"],
+        &["--console-limit", "\"12x\"", "k, m or g"],
+    );
+}
+
+#[test]
 fn zero_memory() {
     fails_with(
         &["--kernel", "/proc/self/exe", "--memory", "0"],

@@ -113,6 +113,177 @@ fn run_exec_logs_stop_ps_rm() {
 }
 
 #[test]
+fn detached_rm_containers_are_removed_when_they_exit() {
+    let Some(env) = env_or_skip("detached-rm") else {
+        return;
+    };
+    let tenant = "auto";
+    env.tenant(tenant);
+    let gone = |name: &str| {
+        let ps = env.ok(&["ps", "-a", "--json"]);
+        assert!(!ps.contains(name), "ps -a still lists {name}: {ps}");
+        let err = env.fails(&["logs", name], 1);
+        assert!(err.contains(&format!("no container {name:?}")), "{err}");
+    };
+    // Ends by itself: `condo wait` is the bounded wait (it returns once the agent removed it,
+    // or at once with the remembered code when that already happened).
+    let quick = env.name("quick");
+    let script = "echo bye; exit 4";
+    assert_eq!(
+        env.ok(&[
+            "run", "-d", "--rm", "--tenant", tenant, "--name", &quick, "busybox", "sh", "-c",
+            script
+        ]),
+        format!("{quick}\n")
+    );
+    assert_eq!(env.ok(&["wait", &quick]), "4\n");
+    gone(&quick);
+    // Its name is free again.
+    env.ok(&[
+        "run", "--rm", "--tenant", tenant, "--name", &quick, "busybox", "true",
+    ]);
+    // Stopped: `condo stop` returns once it is removed.
+    let sleeper = env.name("sleeper");
+    env.ok(&[
+        "run", "-d", "--rm", "--tenant", tenant, "--name", &sleeper, "busybox", "sleep", "1000",
+    ]);
+    let ps = env.ok(&["ps"]);
+    assert!(ps.contains(&sleeper) && ps.contains("running"), "{ps}");
+    let state = walkdir_names(&env.tenant_dir(tenant));
+    assert!(
+        state.iter().any(|path| path.contains(&sleeper)),
+        "no state of {sleeper} while it runs: {state:?}"
+    );
+    let out = env.ok(&["stop", "-t", "1", &sleeper]);
+    assert!(out.contains("killed (SIGKILL)"), "{out}");
+    gone(&sleeper);
+    let err = env.fails(&["wait", &sleeper], 1);
+    assert!(err.contains(&format!("no container {sleeper:?}")), "{err}");
+    assert_eq!(env.ok(&["ps", "-a", "--json"]).trim(), "[]");
+    // Nothing of them is left in the tenant: its agent's bundles and runtime state are empty.
+    let leftovers: Vec<_> = walkdir_names(&env.tenant_dir(tenant))
+        .into_iter()
+        .filter(|path| path.contains(&quick) || path.contains(&sleeper))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+    env.ok(&["tenant", "rm", tenant]);
+}
+
+/// Every path under `dir`, as text.
+fn walkdir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path.clone());
+            }
+            paths.push(path.to_string_lossy().into_owned());
+        }
+    }
+    paths
+}
+
+#[test]
+fn tty_gives_the_process_a_terminal_and_restores_ours() {
+    use nix::sys::termios::LocalFlags;
+    use std::os::unix::process::ExitStatusExt;
+    let Some(env) = env_or_skip("tty") else {
+        return;
+    };
+    let tenant = "term";
+    env.tenant(tenant);
+    let raw = |t: &nix::sys::termios::Termios| {
+        !t.local_flags.contains(LocalFlags::ICANON) && !t.local_flags.contains(LocalFlags::ECHO)
+    };
+    // -t: stdin and stdout are the container's own pty, of our window's size.
+    let script = "tty; [ -t 0 ] && [ -t 1 ] && echo both-terminals; stty size";
+    let session = env.condo_on_pty(
+        &[
+            "run", "-t", "--rm", "--tenant", tenant, "busybox", "sh", "-c", script,
+        ],
+        33,
+        101,
+    );
+    let (status, _, shown) = session.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+    assert!(shown.contains("both-terminals"), "{shown:?}");
+    assert!(shown.contains("33 101"), "{shown}");
+    // -it: ours is raw while attached (keys go to the container's terminal), then restored.
+    let mut session = env.condo_on_pty(
+        &["run", "-it", "--rm", "--tenant", tenant, "busybox", "sh"],
+        24,
+        80,
+    );
+    session.wait_for("# ");
+    assert!(raw(&session.termios()), "not raw while attached");
+    session.type_in(b"echo $((6*7)); exit 3\r");
+    let (status, after, shown) = session.finish();
+    assert_eq!(status.code(), Some(3), "{shown}");
+    assert!(shown.contains("42\r\n"), "{shown}");
+    assert!(!raw(&after), "the terminal was left raw");
+    // Also when condo is killed while attached.
+    let session = env.condo_on_pty(
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--name",
+            &env.name("killed"),
+            "--tenant",
+            tenant,
+            "busybox",
+            "sh",
+        ],
+        24,
+        80,
+    );
+    session.wait_for("# ");
+    assert!(raw(&session.termios()));
+    nix::sys::signal::kill(session.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, after, shown) = session.finish();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{shown}");
+    assert!(!raw(&after), "SIGTERM left the terminal raw");
+    env.ok(&["rm", "-f", &env.name("killed")]);
+    // Piped input to a terminal: its end reaches the shell as the end-of-file key.
+    let out = env.condo_with_input(
+        &[
+            "run", "-i", "-t", "--rm", "--tenant", tenant, "busybox", "sh",
+        ],
+        b"echo $((2+3))\n",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown:?}");
+    assert!(shown.contains("5\r\n"), "{shown:?}");
+    // exec -t into a detached container.
+    let name = env.name("detached");
+    env.ok(&[
+        "run", "-d", "--tenant", tenant, "--name", &name, "busybox", "sleep", "1000",
+    ]);
+    let script = "tty; [ -t 0 ] && echo yes";
+    let session = env.condo_on_pty(&["exec", "-t", &name, "sh", "-c", script], 24, 80);
+    let (status, _, shown) = session.finish();
+    assert_eq!(status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("/dev/pts/") && shown.contains("yes"),
+        "{shown:?}"
+    );
+    env.ok(&["rm", "-f", &name]);
+    // A detached one's logs are its terminal's one stream (stdout and stderr together).
+    let script = "echo to-out; echo to-err >&2";
+    env.ok(&[
+        "run", "-d", "-t", "--tenant", tenant, "--name", &name, "busybox", "sh", "-c", script,
+    ]);
+    assert_eq!(env.ok(&["wait", &name]), "0\n");
+    let logs = env.ok(&["logs", &name]);
+    assert_eq!(logs, "to-out\r\nto-err\r\n");
+    env.ok(&["rm", &name]);
+    env.ok(&["tenant", "rm", tenant]);
+}
+
+#[test]
 fn tenants_cannot_see_each_other() {
     let Some(env) = env_or_skip("isolation") else {
         return;
@@ -356,6 +527,24 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
             ],
             1,
             "invalid --memory \"1k\"",
+        ),
+        (
+            &["tenant", "create", "--console-limit", "1k", "x1"],
+            1,
+            "invalid --console-limit \"1k\": must be at least 4096 bytes",
+        ),
+        (
+            &[
+                "tenant",
+                "create",
+                "--isolation",
+                "process",
+                "--console-limit",
+                "64k",
+                "x1",
+            ],
+            1,
+            "--console-limit needs --isolation vm",
         ),
         (
             &[

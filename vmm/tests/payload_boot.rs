@@ -130,6 +130,49 @@ fn console_to_file() {
     );
 }
 
+/// The flood payload's lines: "flood XXXXXXXX\n" for 0..0x2000, then "flood done\n".
+const FLOOD_LINES: u32 = 0x2000;
+const FLOOD_BYTES: usize = 0x2000 * 15 + 11;
+
+#[test]
+fn console_file_keeps_the_latest_output_within_its_limit() {
+    if !kvm_or_skip("console_file_keeps_the_latest_output_within_its_limit") {
+        return;
+    }
+    let log = scratch_dir().join("flood.log");
+    let limit = 16 * 1024;
+    let out = run(vm_run(
+        "flood",
+        &["--console", log.to_str().unwrap(), "--console-limit", "16k"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.len() <= limit, "{} bytes > {limit}", text.len());
+    assert!(
+        text.ends_with(&format!("flood {:08x}\nflood done\n", FLOOD_LINES - 1)),
+        "{text}"
+    );
+    // A notice counting what was dropped, then whole consecutive lines: nothing else lost.
+    let (notice, kept) = text.split_once('\n').unwrap();
+    let dropped: usize = notice
+        .strip_prefix("[condo: ")
+        .and_then(|rest| rest.split_once(" bytes of earlier console output dropped"))
+        .map(|(n, _)| n.parse().unwrap())
+        .unwrap_or_else(|| panic!("no drop notice: {notice:?}"));
+    assert_eq!(dropped + kept.len(), FLOOD_BYTES);
+    let counters: Vec<u32> = kept
+        .lines()
+        .filter(|line| *line != "flood done")
+        .map(|line| {
+            let hex = line.strip_prefix("flood ");
+            let hex = hex.unwrap_or_else(|| panic!("stray line {line:?}"));
+            u32::from_str_radix(hex, 16).unwrap()
+        })
+        .collect();
+    assert!(counters.len() > 500, "only {} lines kept", counters.len());
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{kept}");
+}
+
 #[test]
 fn json_config_file() {
     if !kvm_or_skip("json_config_file") {

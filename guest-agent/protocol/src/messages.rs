@@ -79,6 +79,10 @@ pub struct CreateContainer {
     pub rootfs: String,
     #[serde(default)]
     pub stdio: StdioPipes,
+    /// Remove the container when its init exits (`condo run -d --rm`): the agent deletes it
+    /// before it answers the init's waiters, so a `wait` that returns means it is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

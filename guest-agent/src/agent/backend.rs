@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use condo_protocol::{ContainerInfo, ContainerStats, ErrorKind, ErrorReply, ExitStatus};
 
 /// Stdio of a new process; `None` is /dev/null. The backend owns (and so closes) the fds.
+/// `terminal`: for a process whose spec asks for a terminal, the socket the runtime sends the
+/// pty's master over (runc's console-socket protocol); its stdio is then the pty.
 #[derive(Debug, Default)]
 pub struct SpawnIo {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    pub terminal: Option<OwnedFd>,
 }
 
 /// A runtime failure, already sorted into the protocol's error kinds.

@@ -167,6 +167,7 @@ pub fn run_container(target: &Target, create: CreateContainer) -> Result<ExitSta
             stdout: true,
             stderr: true,
         },
+        auto_remove: false,
         ..create
     })?;
     let init = ProcessRef::init(&id);

@@ -3,21 +3,18 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind as IoErrorKind, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use condo_protocol::{
     validate_id, BootTimings, Bytes, CreateContainer, ErrorKind, ErrorReply, ExecProcess,
-    OutputStream, ProcessRef, ReadLog, Reply, Request, StdioPipes, MAX_STDIO_CHUNK,
-    PROTOCOL_VERSION,
+    OutputStream, ProcessRef, ReadLog, Reply, Request, MAX_STDIO_CHUNK, PROTOCOL_VERSION,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::output_log::OutputLog;
-use super::processes::{PipeEnd, ProcessPipes};
-use super::{boottime_ns, Agent, ContainerBackend, SpawnIo};
+use super::processes::PipeEnd;
+use super::{boottime_ns, stdio, Agent, ContainerBackend};
 
 /// Longest a WaitOomEvents long poll may ask to wait.
 const MAX_OOM_POLL_MS: u32 = 600_000;
@@ -112,6 +109,7 @@ impl<B: ContainerBackend> Agent<B> {
             mut spec,
             rootfs,
             stdio,
+            auto_remove,
         } = create;
         check_id("container_id", &container_id)?;
         let rootfs_path = Path::new(&rootfs);
@@ -146,18 +144,30 @@ impl<B: ContainerBackend> Agent<B> {
         };
         let bundle = self.bundle_dir.join(&container_id);
         write_bundle(&bundle, &spec)?;
-        let created = make_pipes(stdio, &init).and_then(|(io, pipes)| {
+        // Marked before the init exists: its exit can then never be missed.
+        self.set_auto_remove(&container_id, auto_remove);
+        let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+        let created = stdio::prepare(stdio, terminal, &init).and_then(|(io, pending)| {
             let pid = self.backend.create(&container_id, &bundle, io)?;
-            Ok((pid, pipes))
+            Ok((pid, pending))
         });
         match created {
-            Ok((pid, pipes)) => {
-                // Its own network namespace gets a veth to the VM before it starts.
-                if let Err(err) = super::container_net::attach(&container_id, pid, requested) {
-                    let _ = self.backend.delete(&container_id, true);
-                    let _ = fs::remove_dir_all(&bundle);
-                    return Err(internal(err.to_string()));
-                }
+            Ok((pid, pending)) => {
+                // Its terminal, and its own network namespace's veth to the VM, before it starts.
+                let ready = pending.finish(&init).and_then(|pipes| {
+                    super::container_net::attach(&container_id, pid, requested)
+                        .map_err(|err| internal(err.to_string()))?;
+                    Ok(pipes)
+                });
+                let pipes = match ready {
+                    Ok(pipes) => pipes,
+                    Err(err) => {
+                        self.set_auto_remove(&container_id, false);
+                        let _ = self.backend.delete(&container_id, true);
+                        let _ = fs::remove_dir_all(&bundle);
+                        return Err(err);
+                    }
+                };
                 self.processes.register(init, pid, pipes)?;
                 if let (Some(watcher), Some(path)) =
                     (&self.oom_watcher, self.backend.memory_events(&container_id))
@@ -168,6 +178,7 @@ impl<B: ContainerBackend> Agent<B> {
             }
             Err(error) => {
                 // A failed create leaves nothing behind.
+                self.set_auto_remove(&container_id, false);
                 let _ = fs::remove_dir_all(&bundle);
                 Err(error)
             }
@@ -192,8 +203,13 @@ impl<B: ContainerBackend> Agent<B> {
             return Err(invalid(format!("process.args of exec {process} is empty")));
         }
         self.processes.ensure_absent(&process)?;
-        let (io, pipes) = make_pipes(exec.stdio, &process)?;
+        let terminal = exec.process.terminal() == Some(true);
+        let (io, pending) = stdio::prepare(exec.stdio, terminal, &process)?;
         let pid = self.backend.exec(&exec.container_id, &exec.process, io)?;
+        let pipes = pending.finish(&process).inspect_err(|_| {
+            // Without its terminal nobody could talk to it.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        })?;
         self.processes.register(process, pid, pipes)?;
         Ok(Reply::Spawned { pid })
     }
@@ -228,9 +244,21 @@ impl<B: ContainerBackend> Agent<B> {
 
     fn do_delete(&self, container_id: &str, force: bool) -> Handled {
         check_id("container_id", container_id)?;
+        // Removed on request: nothing more to do when its init exits.
+        self.set_auto_remove(container_id, false);
+        self.delete_container(container_id, force)?;
+        self.processes.remove_container(container_id);
+        Ok(Reply::Done)
+    }
+
+    /// The container, its network and its bundle; the process table is the caller's.
+    pub(super) fn delete_container(
+        &self,
+        container_id: &str,
+        force: bool,
+    ) -> Result<(), ErrorReply> {
         self.backend.delete(container_id, force)?;
         super::container_net::detach(container_id);
-        self.processes.remove_container(container_id);
         let bundle = self.bundle_dir.join(container_id);
         if let Err(err) = fs::remove_dir_all(&bundle) {
             if err.kind() != IoErrorKind::NotFound {
@@ -240,7 +268,17 @@ impl<B: ContainerBackend> Agent<B> {
                 )));
             }
         }
-        Ok(Reply::Done)
+        Ok(())
+    }
+
+    fn set_auto_remove(&self, container_id: &str, on: bool) {
+        if let Ok(mut ids) = self.auto_remove.lock() {
+            if on {
+                ids.insert(container_id.to_owned());
+            } else {
+                ids.remove(container_id);
+            }
+        }
     }
 
     fn do_write_stdin(&self, process: &ProcessRef, data: Bytes) -> Handled {
@@ -350,40 +388,4 @@ fn write_bundle(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<(), Err
         let _ = fs::remove_dir_all(bundle);
     }
     written
-}
-
-/// Makes the pipes asked for: the process's ends go into `SpawnIo`, the agent keeps the others.
-fn make_pipes(
-    stdio: StdioPipes,
-    process: &ProcessRef,
-) -> Result<(SpawnIo, ProcessPipes), ErrorReply> {
-    let pipe = || -> Result<(OwnedFd, OwnedFd), ErrorReply> {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|errno| internal(format!("pipe2 failed: {errno}")))
-    };
-    let shared = |fd: OwnedFd| -> PipeEnd {
-        std::sync::Arc::new(std::sync::Mutex::new(Some(File::from(fd))))
-    };
-    let mut io = SpawnIo::default();
-    let mut pipes = ProcessPipes::default();
-    if stdio.stdin {
-        let (read, write) = pipe()?;
-        io.stdin = Some(read);
-        pipes.stdin = Some(shared(write));
-    }
-    let pump = |fd: OwnedFd, name: &str| {
-        OutputLog::pump(File::from(fd), format!("{name} of {process}"))
-            .map_err(|err| internal(format!("cannot start the {name} pump of {process}: {err}")))
-    };
-    if stdio.stdout {
-        let (read, write) = pipe()?;
-        io.stdout = Some(write);
-        pipes.stdout = Some(pump(read, "stdout")?);
-    }
-    if stdio.stderr {
-        let (read, write) = pipe()?;
-        io.stderr = Some(write);
-        pipes.stderr = Some(pump(read, "stderr")?);
-    }
-    Ok((io, pipes))
 }

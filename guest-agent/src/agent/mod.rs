@@ -35,10 +35,12 @@ mod processes;
 pub mod reaper;
 pub mod runtime_backend;
 pub mod server;
+mod stdio;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use condo_protocol::{ExitStatus, Request, Response};
 
@@ -71,6 +73,8 @@ pub struct Agent<B> {
     bundle_dir: PathBuf,
     /// Images mounted for containers, under the sibling `images/` of `bundle_dir`.
     images: images::MountedImages,
+    /// Containers created with `auto_remove`: deleted when their init exits.
+    auto_remove: Mutex<HashSet<String>>,
     start_ns: u64,
     ready_ns: AtomicU64,
 }
@@ -100,6 +104,7 @@ impl<B: ContainerBackend> Agent<B> {
             oom_events,
             oom_watcher,
             bundle_dir,
+            auto_remove: Mutex::new(HashSet::new()),
             start_ns,
             ready_ns: AtomicU64::new(0),
         }
@@ -115,19 +120,54 @@ impl<B: ContainerBackend> Agent<B> {
         self.dispatch(request).into()
     }
 
-    /// Called by the reaper for every child it reaped.
-    pub fn child_exited(&self, pid: i32, status: ExitStatus) {
-        let status = match self.backend.record_exit(pid, status) {
+    /// Called by the reaper for every child it reaped. The init of an auto-remove container is
+    /// deleted on a thread of its own (the reaper must go on reaping), and its waiters hear of
+    /// the exit only once the container is gone.
+    pub fn child_exited(self: &Arc<Self>, pid: i32, status: ExitStatus) {
+        let (status, container) = match self.backend.record_exit(pid, status) {
             Some((container_id, final_status)) => {
                 // With a watcher, memory.events already reported this kill.
                 if final_status.oom_killed && self.oom_watcher.is_none() {
                     self.oom_events.push(&container_id);
                 }
-                final_status
+                (final_status, Some(container_id))
             }
-            None => status,
+            None => (status, None),
         };
-        self.processes.record_exit(pid, status);
+        let Some(container_id) = container.filter(|id| self.take_auto_remove(id)) else {
+            self.processes.record_exit(pid, status);
+            return;
+        };
+        let agent = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("auto-remove".into())
+            .spawn(move || agent.auto_remove(&container_id, pid, status));
+        if let Err(err) = spawned {
+            log(format_args!("cannot start the auto-remove thread: {err}"));
+            self.processes.record_exit(pid, status);
+        }
+    }
+
+    /// Whether `container_id` was to be removed on exit (it is not any more).
+    fn take_auto_remove(&self, container_id: &str) -> bool {
+        self.auto_remove
+            .lock()
+            .is_ok_and(|mut ids| ids.remove(container_id))
+    }
+
+    /// Deletes an auto-remove container whose init (`pid`) exited with `status`, then answers
+    /// its waiters. A container that cannot be deleted stays, stopped, with its exit recorded.
+    fn auto_remove(&self, container_id: &str, pid: i32, status: ExitStatus) {
+        match self.delete_container(container_id, true) {
+            Ok(()) => self.processes.retire_container(container_id, status),
+            Err(err) => {
+                log(format_args!(
+                    "auto-remove of container {container_id} failed: {}",
+                    err.message
+                ));
+                self.processes.record_exit(pid, status);
+            }
+        }
     }
 }
 

@@ -32,10 +32,15 @@ struct ProcessEntry {
     exit: Option<ExitStatus>,
 }
 
+/// Final statuses of the processes of containers removed on exit (auto-remove), for waiters
+/// that were still asleep when they went. Bounded, oldest dropped first.
+const MAX_DEPARTED: usize = 256;
+
 #[derive(Default)]
 struct Table {
     entries: HashMap<ProcessRef, ProcessEntry>,
     unclaimed: VecDeque<(i32, ExitStatus)>,
+    departed: VecDeque<(ProcessRef, ExitStatus)>,
 }
 
 /// Process table with a condition variable signalled on every recorded exit.
@@ -73,6 +78,11 @@ impl Processes {
         pipes: ProcessPipes,
     ) -> Result<(), ErrorReply> {
         let mut table = self.lock()?;
+        // A container id may be used again once its container was removed.
+        table.departed.retain(|(gone, _)| {
+            gone.container_id != process.container_id
+                || (process.exec_id.is_some() && gone != &process)
+        });
         let exit = table
             .unclaimed
             .iter()
@@ -132,7 +142,7 @@ impl Processes {
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         let mut table = self.lock()?;
         loop {
-            if let Some(status) = entry(&table, process)?.exit {
+            if let Some(status) = exit_of(&table, process)? {
                 return Ok(Some(status));
             }
             table = match deadline {
@@ -189,6 +199,49 @@ impl Processes {
         }
         // Wake waiters of removed processes: they answer not_found.
         self.exited.notify_all();
+    }
+
+    /// Forgets a container removed because its init exited with `init_exit` (auto-remove),
+    /// after it was deleted: its waiters, woken now, get the processes' final statuses.
+    pub fn retire_container(&self, container_id: &str, init_exit: ExitStatus) {
+        if let Ok(mut table) = self.table.lock() {
+            let mut gone = Vec::new();
+            table.entries.retain(|process, entry| {
+                if process.container_id != container_id {
+                    return true;
+                }
+                let exit = match process.exec_id {
+                    None => Some(init_exit),
+                    Some(_) => entry.exit,
+                };
+                gone.extend(exit.map(|exit| (process.clone(), exit)));
+                false
+            });
+            for departed in gone {
+                if table.departed.len() == MAX_DEPARTED {
+                    table.departed.pop_front();
+                }
+                table.departed.push_back(departed);
+            }
+        }
+        self.exited.notify_all();
+    }
+}
+
+/// The exit status of `process`: None while it runs; that of a retired container's process
+/// once it is gone; not_found for a process never known or removed by a delete.
+fn exit_of(table: &Table, process: &ProcessRef) -> Result<Option<ExitStatus>, ErrorReply> {
+    if let Some(entry) = table.entries.get(process) {
+        return Ok(entry.exit);
+    }
+    match table
+        .departed
+        .iter()
+        .rev()
+        .find(|(gone, _)| gone == process)
+    {
+        Some((_, status)) => Ok(Some(*status)),
+        None => entry(table, process).map(|entry| entry.exit),
     }
 }
 
@@ -261,6 +314,76 @@ mod tests {
             waiter.join().unwrap().unwrap_err().kind,
             ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn retired_container_answers_its_waiters_with_its_exit() {
+        let processes = std::sync::Arc::new(Processes::default());
+        let init = ProcessRef::init("auto");
+        let exec = ProcessRef::exec("auto", "e1");
+        processes
+            .register(init.clone(), 11, ProcessPipes::default())
+            .unwrap();
+        processes
+            .register(exec.clone(), 12, ProcessPipes::default())
+            .unwrap();
+        processes.record_exit(12, EXITED_3);
+        let waiter = {
+            let (processes, init) = (processes.clone(), init.clone());
+            std::thread::spawn(move || processes.wait(&init, None))
+        };
+        // The init's exit is held back until the container is deleted, then retired with it.
+        let killed = ExitStatus {
+            code: None,
+            signal: Some(9),
+            oom_killed: false,
+        };
+        processes.retire_container("auto", killed);
+        assert_eq!(waiter.join().unwrap(), Ok(Some(killed)));
+        assert_eq!(processes.wait(&exec, None), Ok(Some(EXITED_3)));
+        // Gone from the table otherwise: no output, no pid.
+        assert_eq!(
+            processes.live_pid(&init).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            processes
+                .output(&init, OutputStream::Stdout)
+                .unwrap_err()
+                .kind,
+            ErrorKind::NotFound
+        );
+        // A new container of the same name starts afresh.
+        processes
+            .register(init.clone(), 21, ProcessPipes::default())
+            .unwrap();
+        assert_eq!(processes.wait(&init, Some(Duration::ZERO)), Ok(None));
+        assert_eq!(
+            processes
+                .wait(&exec, Some(Duration::ZERO))
+                .unwrap_err()
+                .kind,
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn departed_exits_are_bounded() {
+        let processes = Processes::default();
+        for i in 0..=MAX_DEPARTED {
+            let init = ProcessRef::init(format!("c{i}"));
+            processes
+                .register(init, i as i32, ProcessPipes::default())
+                .unwrap();
+            processes.retire_container(&format!("c{i}"), EXITED_3);
+        }
+        let first = ProcessRef::init("c0");
+        assert_eq!(
+            processes.wait(&first, None).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        let last = ProcessRef::init(format!("c{MAX_DEPARTED}"));
+        assert_eq!(processes.wait(&last, None), Ok(Some(EXITED_3)));
     }
 
     #[test]

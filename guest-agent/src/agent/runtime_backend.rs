@@ -58,7 +58,7 @@ fn process_io(io: SpawnIo) -> ProcessIo {
         stdin: io.stdin,
         stdout: io.stdout,
         stderr: io.stderr,
-        ..ProcessIo::default()
+        terminal: io.terminal,
     }
 }
 
@@ -79,9 +79,9 @@ fn to_protocol(status: runtime::ExitStatus) -> ExitStatus {
 /// single-threaded, so the runtime's clone is safe there. The processes it makes become the
 /// agent's children again when the helper exits (the agent is PID 1 or a child subreaper).
 ///
-/// The helper closes every descriptor but `keep` (the new process's stdio) first: the agent's
-/// ends of other processes' pipes must not leak into a container init that waits for start,
-/// or those processes would never see end of input.
+/// The helper closes every descriptor but `keep` (the new process's stdio and console socket)
+/// first: the agent's ends of other processes' pipes must not leak into a container init that
+/// waits for start, or those processes would never see end of input.
 fn in_forked_child(
     keep: &[RawFd],
     spawn: impl FnOnce() -> Result<i32, BackendError>,
@@ -143,7 +143,7 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
 }
 
 fn stdio_fds(io: &SpawnIo) -> Vec<RawFd> {
-    [&io.stdin, &io.stdout, &io.stderr]
+    [&io.stdin, &io.stdout, &io.stderr, &io.terminal]
         .into_iter()
         .flatten()
         .map(AsRawFd::as_raw_fd)

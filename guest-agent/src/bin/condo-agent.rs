@@ -326,6 +326,7 @@ fn ctl(target: &Target, wait: Duration, action: CtlAction) -> anyhow::Result<Exi
                 spec: Box::new(spec),
                 rootfs: rootfs.to_string_lossy().into_owned(),
                 stdio: condo_protocol::StdioPipes::NONE,
+                auto_remove: false,
             };
             let status = ctl::run_container(target, create)?;
             if status.oom_killed {

@@ -147,7 +147,9 @@ fn exec_child(
         return Err(RuntimeError::last_os("setsid"));
     }
     match console {
-        Some(sock) if plan.terminal => process::setup_terminal(sock.as_raw_fd())?,
+        Some(sock) if plan.terminal => {
+            process::setup_terminal(sock.as_raw_fd(), plan.console_size)?
+        }
         _ => process::dup_stdio(stdio)?,
     }
     let program = process::prepare(plan)?;

@@ -133,7 +133,7 @@ fn setup(
         let console = console.ok_or_else(|| {
             RuntimeError::spec("process.terminal", "true, but no console socket was given")
         })?;
-        process::setup_terminal(console)?;
+        process::setup_terminal(console, plan.process.console_size)?;
     }
     let program = process::prepare(&plan.process)?;
     process::cloexec_from_3();

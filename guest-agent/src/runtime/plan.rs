@@ -31,6 +31,8 @@ pub(crate) struct ProcessPlan {
     pub no_new_privs: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub terminal: bool,
+    /// `consoleSize` of a terminal process: (rows, columns), set on its pty before it runs.
+    pub console_size: Option<(u16, u16)>,
     pub oom_score_adj: Option<i32>,
     pub seccomp: Option<CompiledSeccomp>,
 }
@@ -402,6 +404,23 @@ pub(crate) fn process_plan(
         }
     }
     let seccomp = seccomp_profile.map(seccomp::compile).transpose()?;
+    let console_size = match process.console_size() {
+        Some(size) => {
+            let fits = |n: u64| u16::try_from(n).ok();
+            let (Some(rows), Some(cols)) = (fits(size.height()), fits(size.width())) else {
+                return Err(RuntimeError::spec(
+                    format!("{field}.consoleSize"),
+                    format!(
+                        "{}x{} is larger than a terminal can be (65535)",
+                        size.height(),
+                        size.width()
+                    ),
+                ));
+            };
+            Some((rows, cols))
+        }
+        None => None,
+    };
     let user = process.user();
     Ok(ProcessPlan {
         args: cstrings(&args, &format!("{field}.args"))?,
@@ -418,6 +437,7 @@ pub(crate) fn process_plan(
         no_new_privs: process.no_new_privileges().unwrap_or(false),
         rlimits,
         terminal: process.terminal().unwrap_or(false),
+        console_size,
         oom_score_adj: process.oom_score_adj(),
         seccomp,
     })
@@ -464,6 +484,17 @@ mod tests {
     }
 
     #[test]
+    fn console_size_is_rows_then_columns() {
+        let spec = spec_with(|v| {
+            v["process"]["terminal"] = true.into();
+            v["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+        });
+        let plan = container_plan(&spec, Path::new("/b"), Path::new("/s")).unwrap();
+        assert!(plan.process.terminal);
+        assert_eq!(plan.process.console_size, Some((33, 101)));
+    }
+
+    #[test]
     fn bad_fields_are_named_with_their_values() {
         type Edit = Box<dyn FnOnce(&mut Value)>;
         let cases: Vec<(Edit, &str, &str)> = vec![
@@ -476,6 +507,11 @@ mod tests {
                 Box::new(|v| v["process"]["args"] = json!([])),
                 "process.args",
                 "no command",
+            ),
+            (
+                Box::new(|v| v["process"]["consoleSize"] = json!({"height": 70000, "width": 80})),
+                "process.consoleSize",
+                "70000x80",
             ),
             (
                 Box::new(|v| v["process"]["env"] = json!(["NOEQUALS"])),

@@ -59,9 +59,9 @@ pub(crate) fn send_fd(sock: RawFd, fd: RawFd) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Creates a pty in the container's devpts, makes its slave the controlling terminal and
-/// stdio, and sends the master to `console`.
-pub(crate) fn setup_terminal(console: RawFd) -> Result<(), RuntimeError> {
+/// Creates a pty in the container's devpts, gives it `size` (rows, columns), makes its slave
+/// the controlling terminal and stdio, and sends the master to `console`.
+pub(crate) fn setup_terminal(console: RawFd, size: Option<(u16, u16)>) -> Result<(), RuntimeError> {
     // SAFETY: plain open of a constant path.
     let master = unsafe {
         libc::open(
@@ -91,6 +91,17 @@ pub(crate) fn setup_terminal(console: RawFd) -> Result<(), RuntimeError> {
     // SAFETY: TIOCSCTTY takes an int argument; we are a session leader.
     let rc = unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) };
     check(rc, "ioctl(TIOCSCTTY)")?;
+    if let Some((rows, cols)) = size {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        let rc = unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &size) };
+        check(rc, "ioctl(TIOCSWINSZ)")?;
+    }
     dup_stdio([slave, slave, slave])?;
     send_fd(console, master)?;
     // SAFETY: closing descriptors this process owns and no longer needs.

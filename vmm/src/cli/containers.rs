@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// Connect timeout to an agent (a vsock handshake goes through the VMM).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The terminal's end-of-file key (VEOF, Ctrl-D).
+const END_OF_FILE_KEY: u8 = 0x04;
 /// Default tenant of `condo run` and the container verbs.
 pub const DEFAULT_TENANT: &str = "default";
 
@@ -29,6 +31,10 @@ pub struct ContainerRecord {
     /// The container's process (exec starts from it: same user, env, cwd, capabilities).
     pub process: oci_spec::runtime::Process,
     pub created_unix: u64,
+    /// `run -d --rm`: the agent removes the container when it exits; the CLI then drops this
+    /// record (see [`prune_auto_removed`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 impl ContainerRecord {
@@ -78,18 +84,66 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The tenants to look in: the one named, or all.
+/// The tenants to look in: the one named, or all; records of auto-removed containers are
+/// dropped first, so that no verb finds a container its agent has removed.
 pub fn tenants(only: Option<&str>) -> Result<Vec<Tenant>> {
-    match only {
-        Some(name) => Ok(vec![Tenant::open(name)?]),
-        None => Ok(Tenant::list()?),
+    let tenants = match only {
+        Some(name) => vec![Tenant::open(name)?],
+        None => Tenant::list()?,
+    };
+    for tenant in &tenants {
+        prune_auto_removed(tenant);
+    }
+    Ok(tenants)
+}
+
+/// Drops the host's side of `run -d --rm` containers the tenant's agent removed when they
+/// exited: the record, published ports and address. The agent cannot (it may be in a VM), so
+/// whichever command looks next does. Best effort: a tenant that does not answer keeps them.
+pub fn prune_auto_removed(tenant: &Tenant) {
+    let auto: Vec<String> = ContainerRecord::names(tenant)
+        .into_iter()
+        .filter(|name| ContainerRecord::load(tenant, name).is_some_and(|r| r.auto_remove))
+        .collect();
+    if auto.is_empty() || tenant.liveness() != Liveness::Running {
+        return;
+    }
+    // Listed after the records were read: a record is saved only once its container exists.
+    let Ok(listed) = tenant
+        .connect(CONNECT_TIMEOUT)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut client| Ok(client.list()?))
+    else {
+        return;
+    };
+    for name in auto
+        .iter()
+        .filter(|name| listed.iter().all(|c| &c.id != *name))
+    {
+        ContainerRecord::remove(tenant, name);
+        let _ = condo_vmm::tenant::net::publish(tenant, name, &[], None);
+        let _ = condo_vmm::tenant::net::release_address(tenant, name);
     }
 }
 
 /// Finds the tenant holding container `name` (searching every tenant unless one is named).
 pub fn locate(name: &str, tenant: Option<&str>) -> Result<Tenant> {
+    find(name, tenant, tenants(tenant)?)
+}
+
+/// As [`locate`], also when the container was removed on exit but its record is not pruned
+/// yet (`condo wait` then still gets its exit status from the agent).
+pub fn locate_unpruned(name: &str, tenant: Option<&str>) -> Result<Tenant> {
+    let all = match tenant {
+        Some(name) => vec![Tenant::open(name)?],
+        None => Tenant::list()?,
+    };
+    find(name, tenant, all)
+}
+
+fn find(name: &str, tenant: Option<&str>, among: Vec<Tenant>) -> Result<Tenant> {
     condo_protocol::validate_id("container name", name)?;
-    let mut found: Vec<Tenant> = tenants(tenant)?
+    let mut found: Vec<Tenant> = among
         .into_iter()
         .filter(|t| ContainerRecord::load(t, name).is_some())
         .collect();
@@ -167,17 +221,31 @@ pub fn copy_output(
     }
 }
 
-/// Runs a started process to its end with our stdio attached: stdout here, stderr and (when
-/// `stdin`) stdin on their own connections so no stream stalls another. Returns its status.
+/// How a foreground process is attached: our stdin forwarded or not; on a terminal (its one
+/// output stream is stdout) or on pipes.
+#[derive(Debug, Clone, Copy)]
+pub struct Attach {
+    pub stdin: bool,
+    pub terminal: bool,
+}
+
+/// Runs a started process to its end with our stdio attached: stdout here, stderr (unless it
+/// has a terminal) and stdin (when asked) on their own connections so no stream stalls
+/// another. Typing into its terminal: ours is raw meanwhile. Returns its status.
 pub fn attach_and_wait(
     tenant: &Tenant,
     process: &ProcessRef,
-    stdout: bool,
-    stderr: bool,
-    stdin: bool,
+    attach: Attach,
 ) -> Result<ExitStatus> {
+    let _raw = if attach.terminal && attach.stdin {
+        Some(super::terminal::RawMode::enter()?)
+    } else {
+        None
+    };
     let mut client = agent(tenant)?;
-    let stderr_copier = if stderr {
+    let stderr_copier = if attach.terminal {
+        None
+    } else {
         let mut stderr_client = agent(tenant)?;
         let process = process.clone();
         Some(std::thread::spawn(move || {
@@ -188,23 +256,19 @@ pub fn attach_and_wait(
                 &mut std::io::stderr(),
             )
         }))
-    } else {
-        None
     };
-    if stdin {
+    if attach.stdin {
         let mut stdin_client = agent(tenant)?;
         let process = process.clone();
         // Not joined: it may block reading our stdin after the process ended.
-        std::thread::spawn(move || forward_stdin(&mut stdin_client, &process));
+        std::thread::spawn(move || forward_stdin(&mut stdin_client, &process, attach.terminal));
     }
-    if stdout {
-        copy_output(
-            &mut client,
-            process,
-            OutputStream::Stdout,
-            &mut std::io::stdout(),
-        )?;
-    }
+    copy_output(
+        &mut client,
+        process,
+        OutputStream::Stdout,
+        &mut std::io::stdout(),
+    )?;
     let status = client.wait(process.clone())?;
     if let Some(copier) = stderr_copier {
         copier
@@ -214,7 +278,10 @@ pub fn attach_and_wait(
     Ok(status)
 }
 
-fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef) {
+/// Copies our stdin to the process until it ends. A terminal does not end its input when a
+/// writer closes it: the end of our stdin is passed on as the terminal's end-of-file key
+/// (Ctrl-D, which ends the input when it comes at the start of a line).
+fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef, terminal: bool) {
     use std::io::Read;
     let mut buf = vec![0u8; 64 * 1024];
     let mut input = std::io::stdin().lock();
@@ -228,34 +295,15 @@ fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef) {
             }
         }
     }
+    if terminal {
+        let _ = client.write_stdin(process.clone(), &[END_OF_FILE_KEY]);
+    }
     let _ = client.close_stdin(process.clone());
 }
 
 /// Parses a size: bytes, or a number with k, m, g (powers of 1024; an optional trailing `b`).
 pub fn parse_size(text: &str) -> Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => lower.split_at(at),
-        None => (lower, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => bail!("invalid size {text:?}: the unit must be k, m or g"),
-    };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| anyhow!("invalid size {text:?}: expected a number with k, m or g"))?;
-    let bytes = number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| anyhow!("invalid size {text:?}: too large"))?;
-    if bytes == 0 {
-        bail!("invalid size {text:?}: must be more than 0");
-    }
-    Ok(bytes)
+    Ok(condo_vmm::size::parse_size(text)?)
 }
 
 /// Parses a signal: `TERM`, `SIGTERM` or `15`.
@@ -279,18 +327,6 @@ pub fn parse_signal(text: &str) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_and_errors_name_the_value() {
-        assert_eq!(parse_size("512").unwrap(), 512);
-        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2kb").unwrap(), 2048);
-        for bad in ["", "12x", "m", "0", "-1", "99999999999g"] {
-            let err = parse_size(bad).unwrap_err().to_string();
-            assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
-        }
-    }
 
     #[test]
     fn signals_parse() {

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use condo_protocol::{ExecProcess, ProcessRef, StdioPipes};
 
-use super::containers::{agent, attach_and_wait, exit_code, locate, ContainerRecord};
+use super::containers::{agent, attach_and_wait, exit_code, locate, Attach, ContainerRecord};
 use super::spec::{self, ProcessFlags};
 
 #[derive(Debug, Args)]
@@ -16,6 +16,10 @@ pub struct ExecArgs {
     /// Forward our stdin to the process.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Give the process a pseudo-terminal (stdout and stderr both go to it) of our window's
+    /// size; with -i our terminal is in raw mode while attached.
+    #[arg(short = 't', long)]
+    tty: bool,
     #[command(flatten)]
     process: ProcessFlags,
     /// Container name.
@@ -33,8 +37,12 @@ pub fn run(args: ExecArgs) -> Result<i32> {
     let mut process = record.process.clone();
     process.set_args(Some(args.command.clone()));
     process.set_terminal(Some(false));
+    process.set_console_size(None);
     let env = process.env().clone().unwrap_or_default();
     spec::apply_flags(&mut process, &args.process, env)?;
+    if args.tty {
+        super::terminal::request_terminal(&mut process);
+    }
     let exec_id = format!(
         "exec-{}-{}",
         std::process::id(),
@@ -49,12 +57,16 @@ pub fn run(args: ExecArgs) -> Result<i32> {
             stdio: StdioPipes {
                 stdin: args.interactive,
                 stdout: true,
-                stderr: true,
+                stderr: !args.tty,
             },
         })
         .map_err(|err| tenant.agent_error(err))
         .with_context(|| format!("cannot exec in container {:?}", args.name))?;
     let process = ProcessRef::exec(&args.name, &exec_id);
-    let status = attach_and_wait(&tenant, &process, true, true, args.interactive)?;
+    let attach = Attach {
+        stdin: args.interactive,
+        terminal: args.tty,
+    };
+    let status = attach_and_wait(&tenant, &process, attach)?;
     Ok(exit_code(&status))
 }

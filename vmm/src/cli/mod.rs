@@ -16,8 +16,10 @@ pub mod stop;
 pub mod tenant_create;
 pub mod tenant_ls;
 pub mod tenant_rm;
+pub mod terminal;
 pub mod vm_jail;
 pub mod vm_run;
+pub mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +54,8 @@ pub enum Command {
     Stop(stop::StopArgs),
     /// Send a signal to containers.
     Kill(kill::KillArgs),
+    /// Wait until containers have exited; print their exit codes.
+    Wait(wait::WaitArgs),
     /// Remove containers.
     Rm(rm::RmArgs),
     /// Show a container's details.
@@ -108,6 +112,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Logs(args) => report(logs::run(args), EXIT_FAILED),
         Command::Stop(args) => report(stop::run(args), EXIT_FAILED),
         Command::Kill(args) => report(kill::run(args), EXIT_FAILED),
+        Command::Wait(args) => report(wait::run(args), EXIT_FAILED),
         Command::Rm(args) => report(rm::run(args), EXIT_FAILED),
         Command::Inspect(args) => report(inspect::run(args), EXIT_FAILED),
         Command::Tenant(TenantCommand::Create(args)) => {

@@ -11,7 +11,7 @@ use condo_protocol::{CreateContainer, MountImage, ProcessRef, StdioPipes};
 use condo_vmm::tenant::{AttachedImage, Isolation, Tenant};
 
 use super::containers::{
-    self, agent, attach_and_wait, exit_code, now_unix, parse_size, ContainerRecord,
+    self, agent, attach_and_wait, exit_code, now_unix, parse_size, Attach, ContainerRecord,
 };
 use super::image_ref::{self, ResolvedImage};
 use super::spec;
@@ -25,7 +25,8 @@ pub struct RunArgs {
     /// Run in the background and print the container's name.
     #[arg(short = 'd', long)]
     detach: bool,
-    /// Remove the container when it exits.
+    /// Remove the container when it exits (with -d, its agent removes it: `condo ps -a` no
+    /// longer lists it, `condo wait` returns once it is gone).
     #[arg(long)]
     rm: bool,
     /// Container name (1-64 of [A-Za-z0-9_.-]); default a generated one.
@@ -34,6 +35,10 @@ pub struct RunArgs {
     /// Keep stdin open and forward ours to the container.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Give the container's process a pseudo-terminal (stdout and stderr both go to it) of
+    /// our window's size; with -i our terminal is in raw mode while attached.
+    #[arg(short = 't', long)]
+    tty: bool,
     #[command(flatten)]
     process: spec::ProcessFlags,
     /// Memory limit (e.g. 64m); needs cgroup v2 controllers where the container runs.
@@ -84,9 +89,6 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    if args.detach && args.rm {
-        bail!("--rm with -d is not supported: remove a detached container with `condo rm`");
-    }
     let name = match &args.name {
         Some(name) => name.clone(),
         None => generated_name(),
@@ -138,6 +140,7 @@ fn create_and_start(
         image_digest: image.attached.digest.clone(),
         process: spec.process().clone().unwrap_or_default(),
         created_unix: now_unix(),
+        auto_remove: args.rm && args.detach,
     };
     let mut client = agent(tenant)?;
     client
@@ -148,8 +151,9 @@ fn create_and_start(
             stdio: StdioPipes {
                 stdin: args.interactive,
                 stdout: true,
-                stderr: true,
+                stderr: !args.tty,
             },
+            auto_remove: args.rm && args.detach,
         })
         .map_err(|err| tenant.agent_error(err))
         .with_context(|| format!("cannot create container {name:?}"))?;
@@ -180,7 +184,11 @@ fn finish(
         return Ok(0);
     }
     let init = ProcessRef::init(&name);
-    let status = attach_and_wait(tenant, &init, true, true, args.interactive)?;
+    let attach = Attach {
+        stdin: args.interactive,
+        terminal: args.tty,
+    };
+    let status = attach_and_wait(tenant, &init, attach)?;
     if args.rm {
         client
             .delete(&name, true)
@@ -203,7 +211,7 @@ fn generated_name() -> String {
 /// Container names are unique on the host (the runtime's host-side device cgroups are per
 /// name), so a name in any tenant is taken.
 fn ensure_name_free(name: &str) -> Result<()> {
-    for tenant in Tenant::list()? {
+    for tenant in containers::tenants(None)? {
         if ContainerRecord::load(&tenant, name).is_some() {
             bail!(
                 "container name {name:?} is already in use (tenant {:?}); remove it or pick another",
@@ -239,6 +247,7 @@ fn tenant_for(args: &RunArgs, image: &ResolvedImage) -> Result<Tenant> {
                 images: Vec::new(),
                 net: !args.publish.is_empty(),
                 dns: None,
+                console_limit: None,
             };
             let mut config = shape.config(&args.tenant, None)?;
             if !config
@@ -363,6 +372,9 @@ fn build_spec(
     let mut spec = default_spec(&options)?;
     let mut process = spec.process().clone().unwrap_or_default();
     spec::apply_image_and_flags(&mut process, &image.config, &args.process)?;
+    if args.tty {
+        super::terminal::request_terminal(&mut process);
+    }
     spec.set_process(Some(process));
     if let Some(cpus) = args.cpus {
         spec::set_cpus(&mut spec, cpus)?;

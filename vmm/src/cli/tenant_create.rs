@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use condo_vmm::devices::legacy::MIN_CONSOLE_LIMIT;
 use condo_vmm::tenant::{self, Isolation, Tenant, TenantConfig};
 
 use super::containers::{now_unix, parse_size};
@@ -47,6 +48,11 @@ pub struct TenantShape {
     /// 1.1.1.1).
     #[arg(long, value_name = "IP", requires = "net")]
     pub dns: Option<std::net::Ipv4Addr>,
+    /// Most the tenant's console.log holds (e.g. 256k, 4m; at least 4k; default 1m): past it
+    /// the VMM keeps the latest output behind a line saying how much was dropped (vm
+    /// isolation only).
+    #[arg(long, value_name = "SIZE")]
+    pub console_limit: Option<String>,
 }
 
 /// The host's first non-loopback IPv4 name server, else 1.1.1.1.
@@ -75,6 +81,11 @@ impl TenantShape {
                 self.memory
             );
         }
+        let console_limit = self
+            .console_limit
+            .as_deref()
+            .map(parse_console_limit)
+            .transpose()?;
         let mut images = Vec::new();
         for reference in self.images.iter().map(String::as_str).chain(extra_image) {
             let image = image_ref::resolve(reference)?.attached;
@@ -97,9 +108,18 @@ impl TenantShape {
                 index: 0, // allocated when the tenant is made
                 dns: self.dns.unwrap_or_else(default_dns),
             }),
+            console_limit,
             created_unix: now_unix(),
         })
     }
+}
+
+fn parse_console_limit(text: &str) -> Result<u64> {
+    let bytes = parse_size(text)?;
+    if bytes < MIN_CONSOLE_LIMIT {
+        bail!("invalid --console-limit {text:?}: must be at least {MIN_CONSOLE_LIMIT} bytes (4k)");
+    }
+    Ok(bytes)
 }
 
 /// Creates the tenant; the error says why and nothing of it is left.

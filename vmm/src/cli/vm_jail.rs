@@ -37,7 +37,8 @@ pub struct JailArgs {
     /// CONDO_JAIL_NO_CGROUP=1.
     #[arg(long, env = "CONDO_JAIL_NO_CGROUP", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true")]
     jail_no_cgroup: bool,
-    /// RLIMIT_FSIZE of the VMM in bytes (a longer console file kills it with SIGXFSZ).
+    /// RLIMIT_FSIZE of the VMM in bytes (a longer console file kills it with SIGXFSZ; keep it
+    /// above --console-limit).
     #[arg(long, value_name = "BYTES")]
     jail_max_file_size: Option<u64>,
     /// RLIMIT_NOFILE of the VMM.
@@ -186,6 +187,13 @@ fn jail_config(
     cfg.base_dir = args.jail_base.clone();
     if let Some(bytes) = args.jail_max_file_size {
         cfg.rlimits.file_size = bytes;
+        if matches!(config.console, Console::File(_)) && bytes < config.console_limit {
+            eprintln!(
+                "condo: WARNING: --jail-max-file-size {bytes} is below --console-limit {}: \
+                 a guest that prints that much kills its VMM (SIGXFSZ)",
+                config.console_limit
+            );
+        }
     }
     if let Some(n) = args.jail_max_open_files {
         cfg.rlimits.open_files = n;

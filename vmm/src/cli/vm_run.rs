@@ -16,9 +16,9 @@ const EXIT_CANNOT_START: i32 = 1;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Boot configuration as a JSON file (fields: kernel, initrd, cmdline, vcpus, memory_mib,
-    /// console, disks: [{path, read_only}], net: [{tap, mac}], vsock: {guest_cid, uds_path});
-    /// the flags below are then not allowed.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "disk", "net", "vsock"])]
+    /// console, console_limit (bytes), disks: [{path, read_only}], net: [{tap, mac}],
+    /// vsock: {guest_cid, uds_path}); the flags below are then not allowed.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["kernel", "initrd", "cmdline", "vcpus", "memory", "console", "console_limit", "disk", "net", "vsock"])]
     config: Option<PathBuf>,
     /// Kernel: ELF vmlinux (PVH entry when present) or bzImage.
     #[arg(long, value_name = "PATH", required_unless_present = "config")]
@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Serial console: stdout (stdin feeds the guest) or a file path.
     #[arg(long, value_name = "stdout|PATH", default_value = "stdout")]
     console: Console,
+    /// Most bytes the console file holds (e.g. 64k, 1m; at least 4k): past it the file keeps
+    /// the latest output behind a line saying how much was dropped. Not applied to stdout.
+    #[arg(long, value_name = "SIZE", default_value = "1m", value_parser = parse_console_limit)]
+    console_limit: u64,
     /// A virtio-blk disk from a raw image file, read-only with `,ro`; repeat for more
     /// (/dev/vda, /dev/vdb, ... in the guest, in this order).
     #[arg(long, value_name = "PATH[,ro]")]
@@ -70,11 +74,16 @@ impl RunArgs {
             vcpus: self.vcpus,
             memory_mib: self.memory,
             console: self.console,
+            console_limit: self.console_limit,
             disks: self.disk,
             vsock: self.vsock,
             net: self.net,
         })
     }
+}
+
+fn parse_console_limit(text: &str) -> Result<u64, String> {
+    condo_vmm::size::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// Boots the VM (jailed, see vm_jail); returns the exit code.

@@ -14,6 +14,11 @@ pub fn create(config: &TenantConfig, ready_timeout: Duration) -> Result<Tenant> 
             "--net needs --isolation vm (a process tenant shares the host's network)".into(),
         ));
     }
+    if config.console_limit.is_some() && config.isolation != Isolation::Vm {
+        return Err(super::TenantError::Invalid(
+            "--console-limit needs --isolation vm (a process tenant has no guest console)".into(),
+        ));
+    }
     let tenant = make_run_dir(config)?;
     let started = network_up(&tenant)
         .and_then(|()| match config.isolation {

@@ -8,7 +8,7 @@
 //! | `vsock.sock` | `vm`: the VMM's virtio-vsock socket (`CONNECT 1024` reaches the agent) |
 //! | `agent.sock` | `process`: the host agent's Unix socket |
 //! | `control.sock` | `vm`: the VMM's control socket (`status`, `stop`; see `condo_vmm::control`) |
-//! | `console.log` | the guest's serial console (`vm`) or the host agent's log (`process`) |
+//! | `console.log` | the guest's serial console, bounded (`vm`: the latest 1 MiB or `console_limit`), or the host agent's log (`process`) |
 //! | `vmm.log` | `vm`: the VMM's own messages (how it ended, jail errors) |
 //!
 //! There is no daemon: the CLI reads these files and talks to the supervisor. A pid file whose
@@ -174,6 +174,10 @@ pub struct TenantConfig {
     /// `vm`: the tenant's network (tap, address block, NAT, isolation), if it has one.
     #[serde(default)]
     pub net: Option<net::TenantNet>,
+    /// `vm`: most bytes console.log holds (the VMM keeps the latest output); the VMM's
+    /// default (1 MiB) when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_limit: Option<u64>,
     /// Seconds since the Unix epoch.
     pub created_unix: u64,
 }

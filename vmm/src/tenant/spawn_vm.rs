@@ -87,6 +87,9 @@ pub fn spawn_vm(tenant: &Tenant) -> Result<i32> {
         .arg("--console")
         .arg(tenant.path("console.log"))
         .args(["--jail-id", &tenant.name]);
+    if let Some(limit) = config.console_limit {
+        command.args(["--console-limit", &limit.to_string()]);
+    }
     for image in &config.images {
         command
             .arg("--disk")

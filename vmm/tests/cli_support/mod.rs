@@ -107,6 +107,11 @@ impl Env {
         run_with_deadline(self.command(args), args)
     }
 
+    /// Runs condo with `input` on its stdin (a pipe, then its end).
+    pub fn condo_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        run_with_input(self.command(args), args, Some(input))
+    }
+
     /// Runs condo and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.condo(args);
@@ -145,6 +150,7 @@ impl Env {
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
         for applet in [
             "sh", "echo", "cat", "ls", "ps", "sleep", "true", "hostname", "touch", "kill", "id",
+            "tty", "stty",
         ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -189,12 +195,24 @@ impl Drop for Env {
     }
 }
 
-pub fn run_with_deadline(mut cmd: Command, what: &[&str]) -> Output {
-    let child = cmd
+pub fn run_with_deadline(cmd: Command, what: &[&str]) -> Output {
+    run_with_input(cmd, what, None)
+}
+
+/// Runs `cmd` with `input` (if any) as its stdin, waiting at most COMMAND_TIMEOUT.
+pub fn run_with_input(mut cmd: Command, what: &[&str], input: Option<&[u8]>) -> Output {
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        stdin.write_all(input).unwrap();
+    }
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -251,4 +269,133 @@ pub fn mounts_mentioning(text: &str) -> Vec<String> {
         .filter(|l| l.contains(text))
         .map(str::to_owned)
         .collect()
+}
+
+/// condo running with a pseudo-terminal (made here with openpty) as its stdin, stdout and
+/// stderr, as in an operator's terminal.
+pub struct PtySession {
+    master: std::fs::File,
+    /// The terminal condo sees; kept to read its settings after condo ended.
+    slave: Option<std::os::fd::OwnedFd>,
+    pid: nix::unistd::Pid,
+    /// condo's exit status, from the thread that waits for it.
+    exited: mpsc::Receiver<std::process::ExitStatus>,
+    finished: bool,
+    seen: std::sync::Arc<(std::sync::Mutex<Vec<u8>>, std::sync::Condvar)>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Env {
+    /// Starts condo `args` on a new terminal of `rows` x `cols`.
+    pub fn condo_on_pty(&self, args: &[&str], rows: u16, cols: u16) -> PtySession {
+        use std::io::Read;
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+        let mut child = cmd.spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().unwrap());
+        });
+        let master = std::fs::File::from(pty.master);
+        let seen =
+            std::sync::Arc::new((std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new()));
+        let reader = {
+            let (mut master, seen) = (master.try_clone().unwrap(), seen.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Until EIO: every holder of the slave closed it.
+                while let Ok(n @ 1..) = master.read(&mut buf) {
+                    seen.0.lock().unwrap().extend_from_slice(&buf[..n]);
+                    seen.1.notify_all();
+                }
+            })
+        };
+        PtySession {
+            master,
+            slave: Some(pty.slave),
+            pid,
+            exited,
+            finished: false,
+            seen,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl PtySession {
+    /// What the terminal showed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.seen.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (at most COMMAND_TIMEOUT) until the terminal shows `text`.
+    pub fn wait_for(&self, text: &str) {
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        let mut seen = self.seen.0.lock().unwrap();
+        while !String::from_utf8_lossy(&seen).contains(text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the terminal never showed {text:?}; it showed {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen = self.seen.1.wait_timeout(seen, left).unwrap().0;
+        }
+    }
+
+    /// Types `bytes` on the terminal.
+    pub fn type_in(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(bytes).unwrap();
+    }
+
+    /// The settings of condo's terminal now.
+    pub fn termios(&self) -> nix::sys::termios::Termios {
+        nix::sys::termios::tcgetattr(self.slave.as_ref().unwrap()).unwrap()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        self.pid
+    }
+
+    /// Waits (at most COMMAND_TIMEOUT) for condo to end: its exit status, the terminal's
+    /// settings after it and everything the terminal showed.
+    pub fn finish(mut self) -> (std::process::ExitStatus, nix::sys::termios::Termios, String) {
+        let status = self
+            .exited
+            .recv_timeout(COMMAND_TIMEOUT)
+            .unwrap_or_else(|_| {
+                panic!(
+                    "condo on the terminal did not end within {COMMAND_TIMEOUT:?}; it showed {:?}",
+                    self.output()
+                )
+            });
+        self.finished = true;
+        let after = self.termios();
+        // Our last handle on the slave: the reader then sees EIO and ends.
+        drop(self.slave.take());
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (status, after, self.output())
+    }
+}
+
+impl Drop for PtySession {
+    /// A failed test still ends its condo.
+    fn drop(&mut self) {
+        if !self.finished && self.exited.try_recv().is_err() {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
