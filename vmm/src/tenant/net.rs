@@ -225,6 +225,7 @@ mod tests {
                 index: 5,
                 dns: Ipv4Addr::new(192, 0, 2, 53),
             }),
+            console_limit: None,
             created_unix: 0,
         };
         tenant.write_config(&config).unwrap();
