@@ -218,7 +218,9 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     if crate::stats::enabled() {
         eprintln!("{}", crate::stats::report(vm.memory()));
     }
-    if !all_stopped {
+    if all_stopped {
+        vm.close();
+    } else {
         // A vCPU thread may still be inside KVM_RUN: its guest memory must stay mapped
         // until the process exits.
         std::mem::forget(vm);
