@@ -246,6 +246,8 @@ fn pvm_host_refuses_linux_images() {
 
 /// Starts `cmd` on the spin payload (its vCPU never leaves KVM_RUN by itself), waits for its
 /// line, sends `signal` and waits (bounded) for the VMM to end; returns its output.
+// Test support: failing loudly is the point.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 fn signal_a_spinning_vm(mut cmd: Command, signal: &str) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::null())
