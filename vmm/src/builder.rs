@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use event_manager::MutEventSubscriber;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
-use kvm_ioctls::{Cap, IoEventAddress};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::layout::{
@@ -29,7 +29,7 @@ use crate::image::{inspect_kernel, KernelFormat};
 use crate::loader::{self, BootImages};
 use crate::runner::{self, VmExit};
 use crate::vstate::vcpu::{self, Vcpu, VcpuShared};
-use crate::vstate::vm::Vm;
+use crate::vstate::vm::{Vm, VmError};
 use crate::Error;
 
 /// IRQ line of COM1 on a PC.
@@ -130,74 +130,39 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     // 2. KVM.
     let kvm = crate::host::open_kvm(config.vcpus)?;
 
-    // 3. Memory, irqchip, PIT.
-    let mem_size = config.memory_bytes();
-    let vm = Vm::new(&kvm, mem_size)?;
+    // 3. Memory, irqchip.
+    let vm = Vm::new(&kvm, config.memory_bytes())?;
 
     // 4. vCPUs.
     let vcpus = (0..config.vcpus)
         .map(|id| Vcpu::new(vm.fd(), id))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // 5. Devices.
-    let console_out = open_console(&config.console, config.console_limit)?;
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-    vm.fd()
-        .register_irqfd(&serial_irq, COM1_IRQ)
-        .map_err(|source| Error::Kvm {
-            what: "KVM_IRQFD for the serial port",
-            source,
-        })?;
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        IrqTrigger(serial_irq),
-        console_out,
-    )));
-    let kbd_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-    vm.fd()
-        .register_irqfd(&kbd_irq, I8042_IRQ)
-        .map_err(|source| Error::Kvm {
-            what: "KVM_IRQFD for the i8042",
-            source,
-        })?;
-    let virtio = virtio_devices(config, options)?;
-    let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
-    let (mmio, subscribers) = register_virtio_devices(&vm, virtio)?;
-    let bus = Arc::new(LegacyBus::new(
-        serial.clone(),
-        I8042::new(Some(kbd_irq)),
-        mmio,
-    ));
-
-    // 6. Kernel, initramfs, command line, boot structures, MP table.
-    let images = BootImages {
-        kernel: &config.kernel,
-        format,
-        initrd: config.initrd.as_deref(),
-        cmdline: &cmdline,
-    };
-    let entry = loader::load(vm.memory(), mem_size, &images)?;
-    vm_memory::Bytes::write_slice(
-        vm.memory(),
-        &mptable_bytes(config.vcpus, EBDA_START),
-        vm_memory::GuestAddress(EBDA_START),
-    )
-    .map_err(|source| Error::GuestMemory {
-        what: "the MP table",
-        source,
+    // 5-7. The PIT on a thread of its own (see `Vm::create_pit`) while the devices, the loader
+    // and the vCPU registers are set up.
+    let devices = std::thread::scope(|scope| {
+        let pit = std::thread::Builder::new()
+            .name("pit".into())
+            .spawn_scoped(scope, || vm.create_pit());
+        let devices = attach_devices(&vm, config, options).and_then(|devices| {
+            load_and_set_registers(&kvm, &vm, &vcpus, config, format, &devices.cmdline)?;
+            Ok(devices)
+        });
+        let pit = match pit {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(VmError::Thread("the PIT thread panicked".into()))),
+            // No thread to spare (a jail's limit): create it here.
+            Err(_) => vm.create_pit(),
+        };
+        pit.map_err(Error::from).and(devices)
     })?;
-
-    // 7. vCPU registers.
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|source| Error::Kvm {
-            what: "KVM_GET_SUPPORTED_CPUID",
-            source,
-        })?;
-    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
-    for vcpu in &vcpus {
-        let boot = (vcpu.id() == 0).then_some(&entry);
-        vcpu.configure(&supported, config.vcpus, tsc_deadline, boot)?;
-    }
+    let Devices {
+        serial,
+        bus,
+        subscribers,
+        ..
+    } = devices;
 
     // 8. Threads, jail hooks, release, run.
     runner::install_kick_handler()?;
@@ -253,12 +218,101 @@ fn build_and_run(config: &VmConfig, options: &RunOptions) -> Result<VmExit, Erro
     if crate::stats::enabled() {
         eprintln!("{}", crate::stats::report(vm.memory()));
     }
-    if !all_stopped {
+    if all_stopped {
+        vm.close();
+    } else {
         // A vCPU thread may still be inside KVM_RUN: its guest memory must stay mapped
         // until the process exits.
         std::mem::forget(vm);
     }
     Ok(exit)
+}
+
+/// What step 5 made: the console, the I/O bus, the devices' event handlers, and the command
+/// line that announces the virtio devices.
+struct Devices {
+    serial: Arc<Mutex<SerialConsole>>,
+    bus: Arc<LegacyBus>,
+    subscribers: Vec<EventSubscriber>,
+    cmdline: String,
+}
+
+/// 5. The serial console and the i8042 on their IRQs, the virtio devices in their slots.
+fn attach_devices(vm: &Vm, config: &VmConfig, options: &RunOptions) -> Result<Devices, Error> {
+    let console_out = open_console(&config.console, config.console_limit)?;
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.fd()
+        .register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(|source| Error::Kvm {
+            what: "KVM_IRQFD for the serial port",
+            source,
+        })?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        IrqTrigger(serial_irq),
+        console_out,
+    )));
+    let kbd_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.fd()
+        .register_irqfd(&kbd_irq, I8042_IRQ)
+        .map_err(|source| Error::Kvm {
+            what: "KVM_IRQFD for the i8042",
+            source,
+        })?;
+    let virtio = virtio_devices(config, options)?;
+    let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
+    let (mmio, subscribers) = register_virtio_devices(vm, virtio)?;
+    let bus = Arc::new(LegacyBus::new(
+        serial.clone(),
+        I8042::new(Some(kbd_irq)),
+        mmio,
+    ));
+    Ok(Devices {
+        serial,
+        bus,
+        subscribers,
+        cmdline,
+    })
+}
+
+/// 6-7. Kernel, initramfs, command line, boot structures and MP table into guest memory; the
+/// vCPUs' CPUID, MSRs, FPU, LAPIC and (boot vCPU) entry registers.
+fn load_and_set_registers(
+    kvm: &Kvm,
+    vm: &Vm,
+    vcpus: &[Vcpu],
+    config: &VmConfig,
+    format: KernelFormat,
+    cmdline: &str,
+) -> Result<(), Error> {
+    let mem_size = config.memory_bytes();
+    let images = BootImages {
+        kernel: &config.kernel,
+        format,
+        initrd: config.initrd.as_deref(),
+        cmdline,
+    };
+    let entry = loader::load(vm.memory(), mem_size, &images)?;
+    vm_memory::Bytes::write_slice(
+        vm.memory(),
+        &mptable_bytes(config.vcpus, EBDA_START),
+        vm_memory::GuestAddress(EBDA_START),
+    )
+    .map_err(|source| Error::GuestMemory {
+        what: "the MP table",
+        source,
+    })?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|source| Error::Kvm {
+            what: "KVM_GET_SUPPORTED_CPUID",
+            source,
+        })?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+    for vcpu in vcpus {
+        let boot = (vcpu.id() == 0).then_some(&entry);
+        vcpu.configure(&supported, config.vcpus, tsc_deadline, boot)?;
+    }
+    Ok(())
 }
 
 /// The virtio devices of `config`, in slot order: disks (/dev/vda, /dev/vdb, ... in the

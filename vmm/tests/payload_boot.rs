@@ -294,3 +294,55 @@ fn pvm_host_refuses_linux_images() {
         "{err}"
     );
 }
+
+/// Starts `cmd` on the spin payload (its vCPU never leaves KVM_RUN by itself), waits for its
+/// line, sends `signal` and waits (bounded) for the VMM to end; returns its output.
+// Test support: failing loudly is the point.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+fn signal_a_spinning_vm(mut cmd: Command, signal: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = lines.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(RUN_TIMEOUT).expect("guest output");
+    assert_eq!(line, "spinning\n");
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(RUN_TIMEOUT)
+        .unwrap_or_else(|_| panic!("the VMM still runs {RUN_TIMEOUT:?} after SIG{signal}"))
+        .unwrap()
+}
+
+#[test]
+fn signals_end_a_vm_whose_vcpu_never_leaves_kvm_run() {
+    if !kvm_or_skip("signals_end_a_vm_whose_vcpu_never_leaves_kvm_run") {
+        return;
+    }
+    // `condo vm run`, jailed when root: condo forwards the signal into the jail.
+    let out = signal_a_spinning_vm(vm_run("spin", &[]), "TERM");
+    assert_eq!(out.status.code(), Some(143), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("signal 15"), "{}", stderr(&out));
+    // condo-vmm unjailed: the VMM's own signal handling kicks the vCPU out of KVM_RUN.
+    let mut vmm = Command::new(env!("CARGO_BIN_EXE_condo-vmm"));
+    vmm.args(["--no-jail", "--memory", "64", "--kernel"])
+        .arg(payload("spin"));
+    let out = signal_a_spinning_vm(vmm, "INT");
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("signal 2"), "{}", stderr(&out));
+}
