@@ -17,6 +17,7 @@ use condo_agent::agent::{self, Agent, ServerLimits};
 use condo_protocol::{
     encode, read_message, Client, ClientError, CreateContainer, Envelope, ErrorKind, ExecProcess,
     OutputStream, ProcessRef, Reply, Request, Response, StdioPipes, MAX_FRAME_LEN,
+    MAX_TERMINAL_DIMENSION,
 };
 use fake_backend::{FakeBackend, OOM_ANNOTATION};
 
@@ -445,6 +446,37 @@ fn invalid_requests_are_refused_with_the_field_named() {
         .map(|e| e.file_name())
         .collect();
     assert!(!names.iter().any(|n| n == "relative-root"), "{names:?}");
+}
+
+#[test]
+fn resize_terminal_is_validated_and_needs_a_terminal() {
+    let mut client = client();
+    let id = "resize-no-tty";
+    create(&mut client, id, &["/bin/sleep", "100"], StdioPipes::NONE);
+    let init = ProcessRef::init(id);
+    for (rows, cols) in [(0, 80), (24, 0), (MAX_TERMINAL_DIMENSION + 1, 80)] {
+        let err = client
+            .resize_terminal(init.clone(), rows, cols)
+            .unwrap_err();
+        let error = err.agent_error().unwrap();
+        assert_eq!(error.kind, ErrorKind::InvalidRequest, "{rows}x{cols}");
+        assert!(
+            error.message.contains(&format!("{rows}x{cols}")),
+            "{error:?}"
+        );
+    }
+    let bad_id = client.resize_terminal(ProcessRef::init("../x"), 24, 80);
+    assert_eq!(agent_error_kind(bad_id), ErrorKind::InvalidRequest);
+    let unknown = client.resize_terminal(ProcessRef::init("no-such"), 24, 80);
+    assert_eq!(agent_error_kind(unknown), ErrorKind::NotFound);
+    let unknown_exec = client.resize_terminal(ProcessRef::exec(id, "no-such"), 24, 80);
+    assert_eq!(agent_error_kind(unknown_exec), ErrorKind::NotFound);
+    // A process on pipes has no terminal to resize.
+    let err = client.resize_terminal(init.clone(), 24, 80).unwrap_err();
+    let error = err.agent_error().unwrap();
+    assert_eq!(error.kind, ErrorKind::InvalidState);
+    assert!(error.message.contains("no terminal"), "{error:?}");
+    client.delete(id, true).unwrap();
 }
 
 #[test]

@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use crate::frame::{read_message, write_message, Envelope, FrameError};
 use crate::messages::{
     BootTimings, Bytes, ContainerInfo, ContainerStats, CreateContainer, ErrorReply, ExecProcess,
-    ExitStatus, MountImage, OomEvent, OutputStream, ProcessRef, ReadLog, Reply, Request, Response,
+    ExitStatus, MountImage, OomEvent, OutputStream, ProcessRef, ReadLog, Reply, Request,
+    ResizeTerminal, Response,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,21 @@ impl<S: Read + Write> Client<S> {
 
     pub fn signal(&mut self, process: ProcessRef, signal: i32) -> Result<(), ClientError> {
         expect_reply!(self, Request::Signal { process, signal }, Reply::Done => ())
+    }
+
+    /// Sets the window size of the process's terminal.
+    pub fn resize_terminal(
+        &mut self,
+        process: ProcessRef,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), ClientError> {
+        let request = Request::ResizeTerminal(ResizeTerminal {
+            process,
+            rows,
+            cols,
+        });
+        expect_reply!(self, request, Reply::Done => ())
     }
 
     pub fn wait(&mut self, process: ProcessRef) -> Result<ExitStatus, ClientError> {

@@ -12,6 +12,10 @@ pub const MAX_STDIO_CHUNK: u32 = 256 * 1024;
 /// Longest container or exec id.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Most rows or columns a terminal may be resized to: far beyond any screen, small enough
+/// that a bogus size is caught.
+pub const MAX_TERMINAL_DIMENSION: u16 = 10_000;
+
 /// A process the agent runs: a container's init (`exec_id: None`) or a process exec'd into it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessRef {
@@ -120,6 +124,16 @@ pub struct MountImage {
     pub fs_type: String,
 }
 
+/// Sets the window size of a process's terminal (the client's window changed: `condo run -t`
+/// passes SIGWINCH on); the kernel then signals SIGWINCH to the terminal's foreground group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeTerminal {
+    pub process: ProcessRef,
+    /// 1..=[`MAX_TERMINAL_DIMENSION`] each ([`validate_terminal_size`]).
+    pub rows: u16,
+    pub cols: u16,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
@@ -176,6 +190,7 @@ pub enum Request {
     },
     ReadLog(ReadLog),
     MountImage(MountImage),
+    ResizeTerminal(ResizeTerminal),
 }
 
 impl Request {
@@ -198,6 +213,7 @@ impl Request {
             Request::WaitOomEvents { .. } => "wait_oom_events",
             Request::ReadLog(_) => "read_log",
             Request::MountImage(_) => "mount_image",
+            Request::ResizeTerminal(_) => "resize_terminal",
         }
     }
 }
@@ -405,4 +421,23 @@ pub fn validate_id(field: &'static str, value: &str) -> Result<(), IdError> {
         return Err(error("may hold only letters, digits, '_', '.' and '-'"));
     }
     Ok(())
+}
+
+/// Why a terminal size was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid terminal size {rows}x{cols} (rows x columns): each must be within 1..={max}", max = MAX_TERMINAL_DIMENSION)]
+pub struct TerminalSizeError {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Checks a terminal size: rows and columns each 1..=[`MAX_TERMINAL_DIMENSION`] (a zero
+/// size is what a window that is not a terminal reports; nothing can draw on it).
+pub fn validate_terminal_size(rows: u16, cols: u16) -> Result<(), TerminalSizeError> {
+    let fits = |n: u16| (1..=MAX_TERMINAL_DIMENSION).contains(&n);
+    if fits(rows) && fits(cols) {
+        Ok(())
+    } else {
+        Err(TerminalSizeError { rows, cols })
+    }
 }

@@ -254,6 +254,43 @@ fn ids_are_validated() {
 }
 
 #[test]
+fn terminal_sizes_are_validated() {
+    for (rows, cols) in [
+        (1, 1),
+        (24, 80),
+        (MAX_TERMINAL_DIMENSION, MAX_TERMINAL_DIMENSION),
+    ] {
+        assert_eq!(validate_terminal_size(rows, cols), Ok(()), "{rows}x{cols}");
+    }
+    for (rows, cols) in [
+        (0, 80),
+        (24, 0),
+        (0, 0),
+        (MAX_TERMINAL_DIMENSION + 1, 80),
+        (24, u16::MAX),
+    ] {
+        let err = validate_terminal_size(rows, cols).unwrap_err();
+        assert!(err.to_string().contains(&format!("{rows}x{cols}")), "{err}");
+    }
+}
+
+#[test]
+fn resize_terminal_wire_form() {
+    let request = Request::ResizeTerminal(ResizeTerminal {
+        process: ProcessRef::exec("web", "sh-1"),
+        rows: 50,
+        cols: 132,
+    });
+    let json = serde_json::to_string(&request).unwrap();
+    assert_eq!(
+        json,
+        r#"{"type":"resize_terminal","args":{"process":{"container_id":"web","exec_id":"sh-1"},"rows":50,"cols":132}}"#
+    );
+    assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+    assert_eq!(request.name(), "resize_terminal");
+}
+
+#[test]
 fn client_reports_agent_errors_and_wrong_ids() {
     let error_reply = Envelope::new(
         1,

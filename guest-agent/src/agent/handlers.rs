@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use condo_protocol::{
-    validate_id, BootTimings, Bytes, CreateContainer, ErrorKind, ErrorReply, ExecProcess,
-    OutputStream, ProcessRef, ReadLog, Reply, Request, MAX_STDIO_CHUNK, PROTOCOL_VERSION,
+    validate_id, validate_terminal_size, BootTimings, Bytes, CreateContainer, ErrorKind,
+    ErrorReply, ExecProcess, OutputStream, ProcessRef, ReadLog, Reply, Request, ResizeTerminal,
+    MAX_STDIO_CHUNK, PROTOCOL_VERSION,
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -72,6 +73,7 @@ impl<B: ContainerBackend> Agent<B> {
             }
             Request::WriteStdin { process, data } => self.do_write_stdin(&process, data),
             Request::CloseStdin { process } => self.do_close_stdin(&process),
+            Request::ResizeTerminal(resize) => self.do_resize_terminal(&resize),
             Request::ReadOutput {
                 process,
                 stream,
@@ -313,6 +315,20 @@ impl<B: ContainerBackend> Agent<B> {
         check_process(process)?;
         let pipe = self.processes.stdin(process)?;
         lock_pipe(&pipe)?.take();
+        Ok(Reply::Done)
+    }
+
+    fn do_resize_terminal(&self, resize: &ResizeTerminal) -> Handled {
+        let ResizeTerminal {
+            process,
+            rows,
+            cols,
+        } = resize;
+        check_process(process)?;
+        validate_terminal_size(*rows, *cols).map_err(|err| invalid(err.to_string()))?;
+        let master = self.processes.terminal(process)?;
+        super::stdio::set_window_size(&master, *rows, *cols)
+            .map_err(|errno| internal(format!("resize of {process}'s terminal failed: {errno}")))?;
         Ok(Reply::Done)
     }
 

@@ -17,12 +17,14 @@ const MAX_UNCLAIMED_EXITS: usize = 256;
 /// The agent's end of one stdin pipe, shared by the requests that use it.
 pub type PipeEnd = Arc<Mutex<Option<File>>>;
 
-/// The agent's side of a process's stdio: its stdin pipe, and the logs its outputs drain into.
+/// The agent's side of a process's stdio: its stdin pipe, and the logs its outputs drain into;
+/// for a process on a terminal, also the pty's master (to set its window size).
 #[derive(Debug, Default)]
 pub struct ProcessPipes {
     pub stdin: Option<PipeEnd>,
     pub stdout: Option<Arc<OutputLog>>,
     pub stderr: Option<Arc<OutputLog>>,
+    pub terminal: Option<Arc<File>>,
 }
 
 #[derive(Debug)]
@@ -169,6 +171,21 @@ impl Processes {
                 format!("process {process} was not created with a stdin pipe"),
             )
         })
+    }
+
+    /// The master of the process's terminal; invalid_state when it has none.
+    pub fn terminal(&self, process: &ProcessRef) -> Result<Arc<File>, ErrorReply> {
+        let table = self.lock()?;
+        entry(&table, process)?
+            .pipes
+            .terminal
+            .clone()
+            .ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorKind::InvalidState,
+                    format!("process {process} has no terminal (it was not created with -t)"),
+                )
+            })
     }
 
     pub fn output(

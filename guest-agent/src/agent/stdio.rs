@@ -87,6 +87,9 @@ impl PendingStdio {
         } else {
             None
         };
+        let resizer = master
+            .try_clone()
+            .map_err(|err| internal(format!("terminal of {process}: dup: {err}")))?;
         let output = OutputLog::pump(master, format!("terminal of {process}")).map_err(|err| {
             internal(format!(
                 "cannot start the terminal pump of {process}: {err}"
@@ -96,8 +99,24 @@ impl PendingStdio {
             stdin,
             stdout: Some(output),
             stderr: None,
+            terminal: Some(Arc::new(resizer)),
         })
     }
+}
+
+/// Sets the window size of the terminal whose master is `master` (TIOCSWINSZ); the kernel
+/// signals SIGWINCH to its foreground process group when the size changed.
+pub fn set_window_size(master: &File, rows: u16, cols: u16) -> Result<(), nix::errno::Errno> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads the winsize behind the valid pointer; `master` is an open
+    // descriptor for the duration of the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    nix::errno::Errno::result(rc).map(drop)
 }
 
 /// Receives one descriptor sent with SCM_RIGHTS on `socket`, waiting at most `timeout`.
@@ -211,5 +230,35 @@ mod tests {
         drop(theirs);
         let err = receive_fd(&ours, Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("no descriptor"), "{err}");
+    }
+
+    #[test]
+    fn window_size_is_set_through_the_master() {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the valid out-pointers; the name,
+        // termios and winsize arguments may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty returned two fresh descriptors that nothing else owns.
+        let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
+        set_window_size(&master, 50, 132).unwrap();
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize into the valid, exclusively borrowed `size`.
+        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        assert_eq!(rc, 0);
+        assert_eq!((size.ws_row, size.ws_col), (50, 132));
     }
 }
