@@ -219,6 +219,23 @@ fn tty_gives_the_process_a_terminal_and_restores_ours() {
     );
     session.wait_for("# ");
     assert!(raw(&session.termios()), "not raw while attached");
+    // Our window grows: condo passes the new size on to the container's terminal.
+    session.resize(50, 132);
+    nix::sys::signal::kill(session.pid(), nix::sys::signal::Signal::SIGWINCH).unwrap();
+    // The resize and the typed line reach the agent on separate connections, so a line may
+    // overtake the resize: ask again at each prompt, a bounded number of times.
+    for attempt in 1..=5 {
+        session.type_in(format!("stty size; echo asked-$((0+{attempt}))\r").as_bytes());
+        session.wait_for(&format!("asked-{attempt}\r\n"));
+        if session.output().contains("50 132\r\n") {
+            break;
+        }
+    }
+    assert!(
+        session.output().contains("50 132\r\n"),
+        "{}",
+        session.output()
+    );
     session.type_in(b"echo $((6*7)); exit 3\r");
     let (status, after, shown) = session.finish();
     assert_eq!(status.code(), Some(3), "{shown}");

@@ -231,7 +231,8 @@ pub struct Attach {
 
 /// Runs a started process to its end with our stdio attached: stdout here, stderr (unless it
 /// has a terminal) and stdin (when asked) on their own connections so no stream stalls
-/// another. Typing into its terminal: ours is raw meanwhile. Returns its status.
+/// another. Typing into its terminal: ours is raw meanwhile; on a terminal, our window's size
+/// follows to its terminal. Returns its status.
 pub fn attach_and_wait(
     tenant: &Tenant,
     process: &ProcessRef,
@@ -243,6 +244,9 @@ pub fn attach_and_wait(
         None
     };
     let mut client = agent(tenant)?;
+    if attach.terminal {
+        super::terminal::forward_resizes(agent(tenant)?, process.clone())?;
+    }
     let stderr_copier = if attach.terminal {
         None
     } else {
@@ -287,6 +291,7 @@ fn forward_stdin(client: &mut Client<UnixStream>, process: &ProcessRef, terminal
     let mut input = std::io::stdin().lock();
     loop {
         match input.read(&mut buf) {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(read) => {
                 if client.write_stdin(process.clone(), &buf[..read]).is_err() {

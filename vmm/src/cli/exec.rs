@@ -17,7 +17,7 @@ pub struct ExecArgs {
     #[arg(short = 'i', long)]
     interactive: bool,
     /// Give the process a pseudo-terminal (stdout and stderr both go to it) of our window's
-    /// size; with -i our terminal is in raw mode while attached.
+    /// size, resized with it while attached; with -i our terminal is in raw mode while attached.
     #[arg(short = 't', long)]
     tty: bool,
     #[command(flatten)]

@@ -36,7 +36,8 @@ pub struct RunArgs {
     #[arg(short = 'i', long)]
     interactive: bool,
     /// Give the container's process a pseudo-terminal (stdout and stderr both go to it) of
-    /// our window's size; with -i our terminal is in raw mode while attached.
+    /// our window's size, resized with it while attached; with -i our terminal is in raw mode
+    /// while attached.
     #[arg(short = 't', long)]
     tty: bool,
     #[command(flatten)]

@@ -3,10 +3,19 @@
 //! `terminal` with our window size, and our own terminal is put in raw mode while we are
 //! attached (keys, Ctrl-C included, go to the container's terminal, which does the line
 //! editing and signals), then restored: when the guard drops, and on a signal that ends condo.
+//! While attached, a change of our window's size (SIGWINCH) is passed on to the container's
+//! terminal, as docker and podman do.
 
-use std::os::fd::AsFd;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
+use anyhow::Context;
+use condo_protocol::{Client, ProcessRef};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{self, SetArg, Termios};
 use oci_spec::runtime::Process;
@@ -28,6 +37,11 @@ pub fn request_terminal(process: &mut Process) {
 
 /// Rows and columns of our terminal (stdout, else stdin), or 24x80.
 pub fn window_size() -> (u16, u16) {
+    terminal_size().unwrap_or(DEFAULT_SIZE)
+}
+
+/// Rows and columns of our terminal (stdout, else stdin); None when neither is one.
+fn terminal_size() -> Option<(u16, u16)> {
     for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
         let mut size = libc::winsize {
             ws_row: 0,
@@ -38,10 +52,65 @@ pub fn window_size() -> (u16, u16) {
         // SAFETY: TIOCGWINSZ writes a winsize into the valid, exclusively borrowed `size`.
         let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
         if rc == 0 && size.ws_row > 0 && size.ws_col > 0 {
-            return (size.ws_row, size.ws_col);
+            return Some((size.ws_row, size.ws_col));
         }
     }
-    DEFAULT_SIZE
+    None
+}
+
+/// Write end of the pipe the SIGWINCH handler signals through (-1 until installed).
+static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// Passes our window's size on to `process`'s terminal now and after every SIGWINCH, on a
+/// thread of its own that lives as long as condo (it sleeps on a pipe between signals).
+pub fn forward_resizes(mut client: Client<UnixStream>, process: ProcessRef) -> anyhow::Result<()> {
+    // Non-blocking write end: a handler never blocks on a full pipe (a pending byte already
+    // says "look again").
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot make the SIGWINCH pipe")?;
+    nix::fcntl::fcntl(&write_end, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .context("cannot make the SIGWINCH pipe non-blocking")?;
+    // Kept open for the life of condo: the handler may run at any time.
+    WINCH_PIPE.store(write_end.into_raw_fd(), Ordering::SeqCst);
+    // SA_RESTART: our reads of stdin and the agent's sockets go on across the signal.
+    let action = SigAction::new(
+        SigHandler::Handler(note_window_change),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls write(2), async-signal-safe, on a descriptor that stays
+    // open.
+    unsafe { sigaction(Signal::SIGWINCH, &action) }.context("cannot handle SIGWINCH")?;
+    let mut changes = File::from(read_end);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        // A resize between the process's start and the handler's install is sent here; the
+        // same size again changes nothing in the container.
+        loop {
+            if let Some((rows, cols)) = terminal_size() {
+                let sent = client.resize_terminal(process.clone(), rows, cols);
+                // An agent's refusal is for this size; a broken connection ends forwarding.
+                if matches!(&sent, Err(err) if err.agent_error().is_none()) {
+                    return;
+                }
+            }
+            match changes.read(&mut buf) {
+                Ok(1..) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+extern "C" fn note_window_change(_signal: libc::c_int) {
+    let fd = WINCH_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe and reads one byte of a valid buffer; a full
+        // pipe (EAGAIN) already holds a pending change.
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
 }
 
 /// Our stdin's terminal settings before raw mode, for the signal handler.

@@ -359,6 +359,21 @@ impl PtySession {
         self.master.write_all(bytes).unwrap();
     }
 
+    /// Changes the window size of condo's terminal (as a terminal emulator does when its
+    /// window is resized; condo is not its session leader, so the caller signals SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: TIOCSWINSZ reads the valid winsize; the master is open.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
     /// The settings of condo's terminal now.
     pub fn termios(&self) -> nix::sys::termios::Termios {
         nix::sys::termios::tcgetattr(self.slave.as_ref().unwrap()).unwrap()
