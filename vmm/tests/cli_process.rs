@@ -220,22 +220,7 @@ fn tty_gives_the_process_a_terminal_and_restores_ours() {
     session.wait_for("# ");
     assert!(raw(&session.termios()), "not raw while attached");
     // Our window grows: condo passes the new size on to the container's terminal.
-    session.resize(50, 132);
-    nix::sys::signal::kill(session.pid(), nix::sys::signal::Signal::SIGWINCH).unwrap();
-    // The resize and the typed line reach the agent on separate connections, so a line may
-    // overtake the resize: ask again at each prompt, a bounded number of times.
-    for attempt in 1..=5 {
-        session.type_in(format!("stty size; echo asked-$((0+{attempt}))\r").as_bytes());
-        session.wait_for(&format!("asked-{attempt}\r\n"));
-        if session.output().contains("50 132\r\n") {
-            break;
-        }
-    }
-    assert!(
-        session.output().contains("50 132\r\n"),
-        "{}",
-        session.output()
-    );
+    resize_and_expect(&mut session, 50, 132);
     session.type_in(b"echo $((6*7)); exit 3\r");
     let (status, after, shown) = session.finish();
     assert_eq!(status.code(), Some(3), "{shown}");
@@ -289,6 +274,13 @@ fn tty_gives_the_process_a_terminal_and_restores_ours() {
         shown.contains("/dev/pts/") && shown.contains("yes"),
         "{shown:?}"
     );
+    // exec -it: its terminal follows our window too.
+    let mut session = env.condo_on_pty(&["exec", "-it", &name, "sh"], 24, 80);
+    session.wait_for("# ");
+    resize_and_expect(&mut session, 40, 120);
+    session.type_in(b"exit 5\r");
+    let (status, _, shown) = session.finish();
+    assert_eq!(status.code(), Some(5), "{shown}");
     env.ok(&["rm", "-f", &name]);
     // A detached one's logs are its terminal's one stream (stdout and stderr together).
     let script = "echo to-out; echo to-err >&2";
@@ -300,6 +292,27 @@ fn tty_gives_the_process_a_terminal_and_restores_ours() {
     assert_eq!(logs, "to-out\r\nto-err\r\n");
     env.ok(&["rm", &name]);
     env.ok(&["tenant", "rm", tenant]);
+}
+
+/// Resizes condo's terminal, signals condo as the kernel would its session, and checks with
+/// `stty size` in the container's shell that its terminal has the new size.
+fn resize_and_expect(session: &mut cli_support::PtySession, rows: u16, cols: u16) {
+    session.resize(rows, cols);
+    nix::sys::signal::kill(session.pid(), nix::sys::signal::Signal::SIGWINCH).unwrap();
+    let expected = format!("{rows} {cols}\r\n");
+    // The resize and the typed line reach the agent on separate connections, so a line may
+    // overtake the resize: ask again at each prompt, a bounded number of times.
+    for attempt in 1..=5 {
+        session.type_in(format!("stty size; echo asked-$((0+{attempt}))\r").as_bytes());
+        session.wait_for(&format!("asked-{attempt}\r\n"));
+        if session.output().contains(&expected) {
+            return;
+        }
+    }
+    panic!(
+        "the container's terminal never became {rows}x{cols}: {}",
+        session.output()
+    );
 }
 
 #[test]
