@@ -237,27 +237,24 @@ struct Devices {
     cmdline: String,
 }
 
+/// An eventfd wired to the in-kernel irqchip's line `gsi`: a write raises the interrupt.
+fn irq_line(vm: &Vm, gsi: u32, what: &'static str) -> Result<EventFd, Error> {
+    let evt = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.fd()
+        .register_irqfd(&evt, gsi)
+        .map_err(|source| Error::Kvm { what, source })?;
+    Ok(evt)
+}
+
 /// 5. The serial console and the i8042 on their IRQs, the virtio devices in their slots.
 fn attach_devices(vm: &Vm, config: &VmConfig, options: &RunOptions) -> Result<Devices, Error> {
     let console_out = open_console(&config.console, config.console_limit)?;
-    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-    vm.fd()
-        .register_irqfd(&serial_irq, COM1_IRQ)
-        .map_err(|source| Error::Kvm {
-            what: "KVM_IRQFD for the serial port",
-            source,
-        })?;
+    let serial_irq = irq_line(vm, COM1_IRQ, "KVM_IRQFD for the serial port")?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(
         IrqTrigger(serial_irq),
         console_out,
     )));
-    let kbd_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
-    vm.fd()
-        .register_irqfd(&kbd_irq, I8042_IRQ)
-        .map_err(|source| Error::Kvm {
-            what: "KVM_IRQFD for the i8042",
-            source,
-        })?;
+    let kbd_irq = irq_line(vm, I8042_IRQ, "KVM_IRQFD for the i8042")?;
     let virtio = virtio_devices(config, options)?;
     let cmdline = virtio_cmdline(&config.cmdline, virtio.len());
     let (mmio, subscribers) = register_virtio_devices(vm, virtio)?;

@@ -195,15 +195,20 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    #[test]
-    fn a_descriptor_sent_over_the_console_socket_is_received() {
-        let (ours, theirs) = socketpair(
+    /// A connected pair of Unix stream sockets, as the runtime's console socket is.
+    fn stream_pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_descriptor_sent_over_the_console_socket_is_received() {
+        let (ours, theirs) = stream_pair();
         let (read, write) = nix::unistd::pipe().unwrap();
         let fds = [write.as_raw_fd()];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -220,13 +225,7 @@ mod tests {
 
     #[test]
     fn a_runtime_that_sends_nothing_is_an_error_not_a_hang() {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (ours, theirs) = stream_pair();
         drop(theirs);
         let err = receive_fd(&ours, Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("no descriptor"), "{err}");
